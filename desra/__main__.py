@@ -1,0 +1,5 @@
+import sys
+
+from desra.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Benchmarks for detect (registered by name in desra.bench)."""

@@ -1,0 +1,1 @@
+"""Benchmarks for finetune (registered by name in desra.bench)."""

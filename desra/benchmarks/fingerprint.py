@@ -1,0 +1,1 @@
+"""Benchmarks for fingerprint (registered by name in desra.bench)."""

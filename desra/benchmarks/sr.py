@@ -1,0 +1,1 @@
+"""Benchmarks for sr (registered by name in desra.bench)."""

@@ -1,0 +1,81 @@
+"""The ``desra`` command: a thin layer over the library.
+
+Each command group lives in its own module ``desra/cli/cmd_<name>.py`` exposing
+``register(subparsers)``; the list below is written out by hand. Command modules import heavy
+libraries only inside their handlers, so ``desra --help`` stays fast.
+
+Errors: a :class:`~desra.errors.DesraError` is printed as one line on stderr with exit code 2;
+anything else as one line with exit code 1. ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMAND_MODULES = (
+    "sr",
+    "models",
+    "serve",
+    "bench",
+    "detect",
+    "eval",
+    "calibrate",
+    "zoo",
+    "set",
+    "finetune",
+    "evaluate_run",
+    "jobs",
+    "fingerprint",
+    "attribute",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every command group registered."""
+    from desra import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="desra",
+        description="Detect, delete and attribute GAN super-resolution artifacts.",
+    )
+    parser.add_argument("--version", action="version", version=f"desra {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"desra.cli.cmd_{name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``desra`` console script; returns the exit code."""
+    from desra.errors import DesraError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        print("desra: interrupted", file=sys.stderr)
+        return 130
+    except DesraError as error:
+        if args.debug:
+            raise
+        print(f"desra: error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # noqa: BLE001 - the CLI's last line of defence
+        if args.debug:
+            raise
+        print(f"desra: internal error: {type(error).__name__}: {error} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

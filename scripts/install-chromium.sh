@@ -1,0 +1,9 @@
+#!/bin/sh
+# Installs Debian's chromium for the browser tests (Playwright's own browser download is not reachable).
+set -e
+if command -v chromium >/dev/null 2>&1; then exit 0; fi
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+echo "installing Debian chromium for the browser tests..."
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
