@@ -1,0 +1,582 @@
+"""Durable background jobs: a SQLite queue in the workspace and worker processes that run it.
+
+Jobs (fine-tune, batch detect, calibrate, zoo training) are rows in ``<workspace>/jobs/jobs.db``.
+A worker process (one per GPU, or one CPU worker) claims queued jobs one at a time and runs each
+as a child process of the ``desra`` CLI, its stdout/stderr kept in ``<workspace>/jobs/<id>/log.txt``.
+Because the queue and the logs live on disk and workers run detached from whoever started them, a
+restart of the web server or of the CLI loses nothing: a job whose worker died is requeued (resumed
+where its kind supports it). States: ``queued``, ``running``, ``done``, ``failed`` (with the reason),
+``cancelled``.
+
+Small API for the dashboard and the CLI::
+
+    store = JobStore(workspace)
+    job = store.submit("finetune", {"set": "sets/a", "pair": "desra-demo-x4", "iters": 1000})
+    store.ensure_workers()            # start the worker processes if none are alive
+    store.status(job.id).state        # 'queued' | 'running' | 'done' | 'failed' | 'cancelled'
+    store.events(job.id)              # progress events (dicts) from the job's events.jsonl
+    store.log(job.id)                 # the tail of the job's log
+    store.cancel(job.id); store.resume(job.id)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from desra.errors import JobError, UnknownNameError
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+HEARTBEAT_S = 2.0
+STALE_AFTER_S = 20.0
+MAX_ATTEMPTS = 3
+CANCEL_GRACE_S = 10.0
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A kind of job: which ``desra`` command it runs and how its parameters become flags."""
+
+    name: str
+    """Kind name used in ``submit`` (``finetune``, ``detect``, ...)."""
+    description: str
+    """One line shown by ``desra jobs kinds``."""
+    command: tuple[str, ...]
+    """Arguments after ``python`` that start the command, e.g. ``("-m", "desra", "finetune")``."""
+    resume_flag: str | None
+    """Flag added when a job is resumed (``--resume``); None when the kind reruns from scratch."""
+    out_is_dir: bool
+    """True when ``--out`` is a folder (holding ``events.jsonl``); False when it names a file."""
+    device_flag: bool
+    """True when the command takes ``--device`` and the worker should fill it in."""
+
+
+# Written out by hand: every kind maps onto a desra command the CLI documents.
+JOB_KINDS: dict[str, JobKind] = {
+    kind.name: kind
+    for kind in (
+        JobKind("finetune", "DeSRA fine-tune of a GAN-SR model on a curated set (desra finetune)",
+                ("-m", "desra", "finetune"), "--resume", True, True),
+        JobKind("detect", "batch artifact detection on a folder (desra detect)",
+                ("-m", "desra", "detect"), None, True, False),
+        JobKind("calibrate", "per-class semantic weights for a model pair (desra calibrate)",
+                ("-m", "desra", "calibrate"), None, False, False),
+        JobKind("zoo-train", "train an SR model of the zoo (desra zoo train)",
+                ("-m", "desra", "zoo", "train"), "--resume", True, False),
+        JobKind("sleep", "diagnostic: counts steps with a pause, resumable (checks the runner)",
+                ("-m", "desra.jobs", "sleep"), "--resume", True, False),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job as stored: its parameters, state and where its files are."""
+
+    id: str
+    """Unique id, ``<kind>-<yyyymmdd-hhmmss>-<hex>``."""
+    kind: str
+    """A key of ``JOB_KINDS``."""
+    params: dict[str, Any]
+    """Flag values of the job's command (``{"iters": 1000}`` -> ``--iters 1000``)."""
+    state: str
+    """One of ``STATES``."""
+    reason: str
+    """Why it failed (or a note, e.g. that it was requeued); empty when there is nothing to say."""
+    device: str
+    """Requested device: ``auto`` (the worker's), ``cpu`` or ``cuda``."""
+    created: float
+    """Submission time, seconds since the epoch."""
+    started: float | None
+    """When its latest attempt started running."""
+    finished: float | None
+    """When it reached done/failed/cancelled."""
+    attempts: int
+    """How many times a worker started it."""
+    resume: bool
+    """True when its next run continues from its checkpoints."""
+    worker: str | None
+    """Worker id running it (or that ran it last)."""
+    job_dir: Path
+    """Folder of the job: ``log.txt`` and, by default, its output ``out/``."""
+    out: Path
+    """Output path of the command (``--out``)."""
+
+    @property
+    def log_path(self) -> Path:
+        """The job's combined stdout/stderr."""
+        return self.job_dir / "log.txt"
+
+    @property
+    def events_path(self) -> Path | None:
+        """JSON-lines progress events written by the command, None when its output is a file."""
+        return self.out / "events.jsonl" if JOB_KINDS[self.kind].out_is_dir else None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict of the job (paths as strings)."""
+        return {
+            "id": self.id, "kind": self.kind, "params": self.params, "state": self.state,
+            "reason": self.reason, "device": self.device, "created": self.created,
+            "started": self.started, "finished": self.finished, "attempts": self.attempts,
+            "resume": self.resume, "worker": self.worker, "job_dir": str(self.job_dir),
+            "out": str(self.out), "log": str(self.log_path),
+            "events": str(self.events_path) if self.events_path else None,
+        }
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker process registered in the store."""
+
+    id: str
+    """Worker id: ``<device>-<pid>-<hex>``."""
+    pid: int
+    """Process id."""
+    device: str
+    """Device its jobs run on."""
+    heartbeat: float
+    """Last sign of life, seconds since the epoch."""
+    job_id: str | None
+    """Job it is running, if any."""
+    alive: bool
+    """True when its heartbeat is recent."""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, params TEXT NOT NULL, state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '', device TEXT NOT NULL DEFAULT 'auto', created REAL NOT NULL,
+    started REAL, finished REAL, attempts INTEGER NOT NULL DEFAULT 0,
+    resume INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0,
+    worker TEXT, out TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY, pid INTEGER NOT NULL, device TEXT NOT NULL, started REAL NOT NULL,
+    heartbeat REAL NOT NULL, job_id TEXT
+);
+"""
+
+
+def params_to_argv(params: dict[str, Any]) -> list[str]:
+    """Flags from a parameter dict: ``{"iters": 5, "save_every": 2, "resume": True}`` -> ``--iters 5 --save-every 2 --resume``."""
+    argv: list[str] = []
+    for key, value in params.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(flag)
+        elif isinstance(value, (list, tuple)):
+            argv += [flag, *[str(v) for v in value]]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def _now() -> float:
+    return time.time()
+
+
+class JobStore:
+    """The job queue of one workspace; every method opens its own connection (safe across processes)."""
+
+    def __init__(self, workspace: str | os.PathLike):
+        self.workspace = Path(workspace).expanduser().resolve()
+        self.root = self.workspace / "jobs"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / "jobs.db"
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.db_path, timeout=30.0, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            yield db
+        finally:
+            db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def _job(self, row: sqlite3.Row) -> Job:
+        return Job(
+            id=row["id"], kind=row["kind"], params=json.loads(row["params"]), state=row["state"],
+            reason=row["reason"], device=row["device"], created=row["created"], started=row["started"],
+            finished=row["finished"], attempts=row["attempts"], resume=bool(row["resume"]),
+            worker=row["worker"], job_dir=self.root / row["id"], out=Path(row["out"]),
+        )
+
+    # -- the API the dashboard and the CLI use ------------------------------------------------
+
+    def submit(self, kind: str, params: dict[str, Any] | None = None, *, device: str = "auto") -> Job:
+        """Queue a job of ``kind`` with the command's flag values ``params``; returns it (state ``queued``)."""
+        if kind not in JOB_KINDS:
+            raise UnknownNameError(f"unknown job kind {kind!r}; known kinds: {', '.join(JOB_KINDS)}")
+        if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+            raise JobError(f"job device {device!r} is not one of auto, cpu, cuda, cuda:N")
+        params = dict(params or {})
+        for reserved in ("resume", "device") if JOB_KINDS[kind].device_flag else ("resume",):
+            if reserved in params:
+                raise JobError(
+                    f"job parameter {reserved!r} is set by the runner; use resume(job_id) or submit(..., device=...)"
+                )
+        try:
+            encoded = json.dumps(params)
+        except TypeError as error:
+            raise JobError(f"job parameters must be JSON values (strings, numbers, booleans, lists): {error}") from None
+        job_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+        job_dir = self.root / job_id
+        job_dir.mkdir(parents=True)
+        out = Path(params["out"]).expanduser().resolve() if params.get("out") else job_dir / "out"
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO jobs (id, kind, params, state, device, created, out) VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+                (job_id, kind, encoded, device, _now(), str(out)),
+            )
+        return self.status(job_id)
+
+    def status(self, job_id: str) -> Job:
+        """The job's current row; ``JobError`` when there is no such job."""
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise JobError(f"no job {job_id!r} in {self.db_path}; list them with `desra jobs list`")
+        return self._job(row)
+
+    def list(self, state: str | None = None, limit: int = 200) -> list[Job]:
+        """Jobs, newest first, optionally only those in ``state``."""
+        if state is not None and state not in STATES:
+            raise JobError(f"unknown job state {state!r}; states: {', '.join(STATES)}")
+        query = "SELECT * FROM jobs" + (" WHERE state = ?" if state else "") + " ORDER BY created DESC LIMIT ?"
+        with self._connect() as db:
+            rows = db.execute(query, ((state,) if state else ()) + (limit,)).fetchall()
+        return [self._job(row) for row in rows]
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a queued job at once, or ask the worker to stop a running one (it turns ``cancelled``)."""
+        with self._transaction() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobError(f"no job {job_id!r} to cancel")
+            if row["state"] == "queued":
+                db.execute("UPDATE jobs SET state='cancelled', finished=? WHERE id=?", (_now(), job_id))
+            elif row["state"] == "running":
+                db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
+            else:
+                raise JobError(f"job {job_id} is {row['state']}; only queued or running jobs can be cancelled")
+        self.recover()
+        return self.status(job_id)
+
+    def resume(self, job_id: str) -> Job:
+        """Queue a failed or cancelled job again; kinds with checkpoints continue where they stopped."""
+        with self._transaction() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobError(f"no job {job_id!r} to resume")
+            if row["state"] not in ("failed", "cancelled"):
+                raise JobError(f"job {job_id} is {row['state']}; only failed or cancelled jobs can be resumed")
+            db.execute(
+                "UPDATE jobs SET state='queued', reason='', resume=1, cancel_requested=0, attempts=0, "
+                "finished=NULL WHERE id=?", (job_id,),
+            )
+        return self.status(job_id)
+
+    def events(self, job_id: str, since: int = 0) -> list[dict[str, Any]]:
+        """Progress events of the job (JSON objects, one per line of its events.jsonl) from index ``since`` on."""
+        path = self.status(job_id).events_path
+        if path is None or not path.exists():
+            return []
+        lines = path.read_text(encoding="utf-8").split("\n")[:-1]  # a last line without newline is still being written
+        events = []
+        for line in lines[since:]:
+            with contextlib.suppress(json.JSONDecodeError):
+                events.append(json.loads(line))
+        return events
+
+    def log(self, job_id: str, tail_bytes: int = 65536) -> str:
+        """The last ``tail_bytes`` of the job's log (stdout and stderr of its command)."""
+        path = self.status(job_id).log_path
+        if not path.exists():
+            return ""
+        with open(path, "rb") as handle:
+            handle.seek(max(0, path.stat().st_size - tail_bytes))
+            return handle.read().decode("utf-8", errors="replace")
+
+    def workers(self) -> list[WorkerInfo]:
+        """Registered worker processes with whether each is alive."""
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM workers ORDER BY id").fetchall()
+        now = _now()
+        return [
+            WorkerInfo(r["id"], r["pid"], r["device"], r["heartbeat"], r["job_id"], now - r["heartbeat"] < STALE_AFTER_S)
+            for r in rows
+        ]
+
+    def ensure_workers(self, devices: list[str] | None = None) -> list[int]:
+        """Start a detached worker for each device without a live one (default: every GPU, else the CPU); returns new pids."""
+        devices = devices or default_worker_devices()
+        alive = {w.device for w in self.workers() if w.alive}
+        pids = []
+        for device in devices:
+            if device in alive:
+                continue
+            log = open(self.root / f"worker-{device.replace(':', '_')}.log", "ab")  # noqa: SIM115 - handed to the child
+            process = subprocess.Popen(
+                [sys.executable, "-m", "desra", "jobs", "worker", "--workspace", str(self.workspace), "--device", device],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+            log.close()
+            pids.append(process.pid)
+        return pids
+
+    def recover(self) -> list[str]:
+        """Requeue running jobs whose worker stopped beating (resume on); fail them after ``MAX_ATTEMPTS``. Returns their ids."""
+        now = _now()
+        moved = []
+        with self._transaction() as db:
+            beats = {r["id"]: r["heartbeat"] for r in db.execute("SELECT id, heartbeat FROM workers")}
+            for row in db.execute("SELECT * FROM jobs WHERE state='running'").fetchall():
+                if now - beats.get(row["worker"], 0.0) < STALE_AFTER_S:
+                    continue
+                moved.append(row["id"])
+                if row["cancel_requested"]:
+                    db.execute("UPDATE jobs SET state='cancelled', finished=? WHERE id=?", (now, row["id"]))
+                elif row["attempts"] >= MAX_ATTEMPTS:
+                    db.execute(
+                        "UPDATE jobs SET state='failed', finished=?, reason=? WHERE id=?",
+                        (now, f"its worker died {row['attempts']} times; see the log, then resume it", row["id"]),
+                    )
+                else:
+                    resumable = JOB_KINDS[row["kind"]].resume_flag is not None
+                    db.execute(
+                        "UPDATE jobs SET state='queued', resume=?, reason=? WHERE id=?",
+                        (int(resumable or row["resume"]), f"worker {row['worker']} stopped; requeued", row["id"]),
+                    )
+            db.execute("DELETE FROM workers WHERE heartbeat < ?", (now - STALE_AFTER_S,))
+        return moved
+
+    # -- used by the worker -------------------------------------------------------------------
+
+    def _register_worker(self, device: str) -> str:
+        worker_id = f"{device}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+        now = _now()
+        with self._transaction() as db:
+            db.execute("DELETE FROM workers WHERE heartbeat < ? AND job_id IS NULL", (now - STALE_AFTER_S,))
+            row = db.execute(
+                "SELECT pid FROM workers WHERE device=? AND heartbeat >= ?", (device, now - STALE_AFTER_S)
+            ).fetchone()
+            if row is not None:
+                raise JobError(f"a worker for {device} is already running (pid {row['pid']}); one per device")
+            db.execute(
+                "INSERT INTO workers (id, pid, device, started, heartbeat, job_id) VALUES (?, ?, ?, ?, ?, NULL)",
+                (worker_id, os.getpid(), device, now, now),
+            )
+        return worker_id
+
+    def _unregister_worker(self, worker_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM workers WHERE id=?", (worker_id,))
+
+    def _beat(self, worker_id: str) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE workers SET heartbeat=? WHERE id=?", (_now(), worker_id))
+
+    def _claim(self, worker_id: str, device: str) -> Job | None:
+        gpu_worker = device.startswith("cuda")
+        with self._transaction() as db:
+            for row in db.execute("SELECT * FROM jobs WHERE state='queued' ORDER BY created").fetchall():
+                wants_gpu = row["device"].startswith("cuda")
+                if (row["device"] == "cpu" and gpu_worker) or (wants_gpu and not gpu_worker):
+                    continue
+                db.execute(
+                    "UPDATE jobs SET state='running', started=?, worker=?, attempts=attempts+1 WHERE id=?",
+                    (_now(), worker_id, row["id"]),
+                )
+                db.execute("UPDATE workers SET job_id=? WHERE id=?", (row["id"], worker_id))
+                return self._job(db.execute("SELECT * FROM jobs WHERE id=?", (row["id"],)).fetchone())
+        return None
+
+    def _cancel_requested(self, job_id: str) -> bool:
+        with self._connect() as db:
+            row = db.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return bool(row and row["cancel_requested"])
+
+    def _finish(self, job_id: str, worker_id: str, state: str, reason: str = "") -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET state=?, reason=?, finished=?, resume=CASE WHEN ?='done' THEN 0 ELSE resume END "
+                "WHERE id=? AND worker=? AND state='running'",
+                (state, reason, _now(), state, job_id, worker_id),
+            )
+            db.execute("UPDATE workers SET job_id=NULL WHERE id=?", (worker_id,))
+
+
+def default_worker_devices() -> list[str]:
+    """One worker per visible GPU (``cuda:0`` ...), else one ``cpu`` worker."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [f"cuda:{i}" for i in range(count)] or ["cpu"]
+
+
+def job_command(job: Job, worker_device: str) -> list[str]:
+    """The full command line a worker runs for ``job`` on ``worker_device``."""
+    kind = JOB_KINDS[job.kind]
+    params = dict(job.params)
+    params["out"] = str(job.out)
+    argv = [sys.executable, *kind.command, *params_to_argv(params)]
+    if kind.device_flag:
+        device = job.device if job.device != "auto" else worker_device
+        argv += ["--device", "cuda" if device.startswith("cuda") else "cpu"]
+    if job.resume and kind.resume_flag:
+        argv.append(kind.resume_flag)
+    return argv
+
+
+def _child_env(worker_device: str) -> dict[str, str]:
+    env = dict(os.environ)
+    # Each GPU worker's children see only their GPU; the CPU worker's see none.
+    env["CUDA_VISIBLE_DEVICES"] = worker_device.split(":")[1] if worker_device.startswith("cuda:") else ""
+    env.setdefault("TQDM_MININTERVAL", "5")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _die_with_parent() -> None:
+    # A job must not outlive a worker killed with SIGKILL: the requeued job would run twice at once.
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _failure_reason(log_path: Path, returncode: int) -> str:
+    with contextlib.suppress(OSError):
+        lines = [line.strip() for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()]
+        for line in reversed(lines):
+            if line.startswith("desra:") or "Error" in line:
+                return line[:500]
+    if returncode < 0:
+        return f"killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+def run_worker(
+    workspace: str | os.PathLike,
+    device: str = "cpu",
+    *,
+    drain: bool = False,
+    poll_s: float = 0.5,
+    on_job: Callable[[Job], None] | None = None,
+) -> None:
+    """Serve the workspace's queue on ``device`` until killed (``drain``: stop when no job is queued)."""
+    store = JobStore(workspace)
+    worker_id = store._register_worker(device)
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(sqlite3.Error):
+                store._beat(worker_id)
+
+    beater = threading.Thread(target=heartbeat, daemon=True)
+    beater.start()
+    try:
+        while True:
+            store.recover()
+            job = store._claim(worker_id, device)
+            if job is None:
+                if drain:
+                    return
+                time.sleep(poll_s)
+                continue
+            if on_job is not None:
+                on_job(job)
+            _run_one(store, job, worker_id, device, poll_s)
+    finally:
+        stop.set()
+        store._unregister_worker(worker_id)
+
+
+def _run_one(store: JobStore, job: Job, worker_id: str, device: str, poll_s: float) -> None:
+    job.job_dir.mkdir(parents=True, exist_ok=True)
+    if JOB_KINDS[job.kind].out_is_dir:
+        job.out.mkdir(parents=True, exist_ok=True)
+    argv = job_command(job, device)
+    with open(job.log_path, "ab") as log:
+        log.write(f"\n=== attempt {job.attempts} on {device} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                  f"{' '.join(argv[1:])}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_child_env(device),
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        cancelled_at = None
+        while process.poll() is None:
+            time.sleep(poll_s)
+            if cancelled_at is None and store._cancel_requested(job.id):
+                cancelled_at = time.monotonic()
+                process.terminate()
+            elif cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_GRACE_S:
+                process.kill()
+    if cancelled_at is not None:
+        store._finish(job.id, worker_id, "cancelled", "cancelled by request")
+    elif process.returncode == 0:
+        store._finish(job.id, worker_id, "done")
+    else:
+        store._finish(job.id, worker_id, "failed", _failure_reason(job.log_path, process.returncode))
+
+
+def _sleep_main(argv: list[str]) -> int:
+    """The ``sleep`` job kind: ``--steps N --interval S --out DIR [--resume]``, one event per step."""
+    import argparse
+
+    from desra.atomic import atomic_write_text
+
+    parser = argparse.ArgumentParser(prog="desra.jobs sleep")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    state = args.out / "state.json"
+    start = json.loads(state.read_text())["done"] if args.resume and state.exists() else 0
+    print(f"sleep: steps {start + 1}..{args.steps}", flush=True)
+    for step in range(start + 1, args.steps + 1):
+        time.sleep(args.interval)
+        atomic_write_text(state, json.dumps({"done": step}))
+        with open(args.out / "events.jsonl", "a", encoding="utf-8") as events:
+            events.write(json.dumps({"iter": step, "iters": args.steps, "time": _now()}) + "\n")
+    print("sleep: done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["sleep"]:
+        sys.exit(_sleep_main(sys.argv[2:]))
+    sys.exit(f"usage: python -m desra.jobs sleep ... (workers: `desra jobs worker`); got {sys.argv[1:]}")
