@@ -1,0 +1,152 @@
+"""Dashboard fixtures: one real `desra serve` per test session, headless Debian chromium, screenshots.
+
+The server is the real CLI in a subprocess on a free loopback port with a temporary workspace, so
+the tests exercise exactly what a user starts. Browser tests need ``/usr/bin/chromium`` (Debian's
+package; ``playwright install`` cannot download its own browser here) and are skipped with that
+reason when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts" / "ui"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SERVER_START_TIMEOUT_S = 180
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until_up(url: str, process: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"desra serve exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"desra serve did not answer within {SERVER_START_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory) -> Path:
+    """The temporary workspace the test server writes into."""
+    return tmp_path_factory.mktemp("ui-workspace")
+
+
+@pytest.fixture(scope="session")
+def server(workspace, tmp_path_factory):
+    """URL of a running ``desra serve`` on a free 127.0.0.1 port (started once per session)."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("ui-server") / "server.log"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", GRADIO_ANALYTICS_ENABLED="False")
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "desra", "serve", "--port", str(port), "--workspace", str(workspace)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_until_up(url, process, log_path)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(log_path, ARTIFACTS / "server.log")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Debian chromium driven by Playwright (skipped when /usr/bin/chromium is absent)."""
+    if not CHROMIUM.exists():
+        pytest.skip("browser tests need Debian chromium at /usr/bin/chromium (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    """A fresh page with the dashboard loaded (1400 px wide so tabs lay out as on a laptop)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(server)
+    page.get_by_role("tab", name="Detect").wait_for()
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def save_screenshot():
+    """``save_screenshot(page, name)``: full-page PNG into test-artifacts/ui (and $DESRA_SAVE_SCREENSHOTS as ui-<name>.png)."""
+
+    def save(page, name: str) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"ui-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        extra = os.environ.get("DESRA_SAVE_SCREENSHOTS")
+        if extra:
+            target = (ROOT / extra) if not Path(extra).is_absolute() else Path(extra)
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target / path.name)
+        return path
+
+    return save
+
+
+@pytest.fixture
+def photo_png(photo, tmp_path) -> Path:
+    """A real photo (scikit-image's chelsea, downscaled x4 to a small LR input) written as PNG."""
+    from PIL import Image
+
+    image = Image.fromarray((photo("chelsea") * 255).round().astype(np.uint8))
+    image = image.resize((image.width // 4, image.height // 4), Image.Resampling.BOX)
+    path = tmp_path / "chelsea_lr.png"
+    image.save(path)
+    return path
+
+
+@pytest.fixture
+def corrupt_png(tmp_path) -> Path:
+    """A file named .png whose bytes are a truncated PNG header followed by junk."""
+    path = tmp_path / "broken.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"not really an image" * 20)
+    return path

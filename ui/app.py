@@ -1,0 +1,79 @@
+"""The desra dashboard: one Gradio Blocks app whose tabs call the library (see docs/dashboard.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ui.context import AppContext
+
+MAX_FILE_SIZE = "64mb"
+"""Largest upload the server accepts (Gradio rejects bigger files before they reach a handler)."""
+HEAVY_CONCURRENCY = 1
+"""How many heavy events (detection, evaluation, ...) run at once across all users: the CPU is the limit."""
+QUEUE_SIZE = 32
+"""How many events may wait in the queue before new ones are refused with a message."""
+CACHE_CLEANUP = (3600, 3600)
+"""Gradio's ``delete_cache``: every hour, delete temp files older than an hour (and all at restart)."""
+
+TABS = (
+    ("Detect", "detect"),
+    ("Correct", "correct"),
+    ("Curate", "curate"),
+    ("Repair", "repair"),
+    ("Evaluate", "evaluate"),
+    ("Verify a model", "verify_model"),
+    ("Attribute an image", "attribute_image"),
+)
+"""(tab label, module under ``ui.tabs``) in page order; each module exposes ``build(ctx)``."""
+
+INTRO = (
+    "# desra\n"
+    "Find the artifacts a GAN super-resolution model paints into real photos by comparing it with "
+    "the MSE model it was fine-tuned from (DeSRA, ICML 2023), correct the masks, and repair the "
+    "model. Work left to right: **Detect → Correct → Curate → Repair → Evaluate**."
+)
+
+
+def build_app(workspace: Path) -> "gr.Blocks":  # noqa: F821 - gradio is imported lazily
+    """The dashboard for ``workspace`` (created if missing); call ``.queue()``/``.launch()`` on it, or use :func:`serve`."""
+    import importlib
+
+    import gradio as gr
+
+    workspace = Path(workspace).expanduser().resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    with gr.Blocks(title="desra", delete_cache=CACHE_CLEANUP, analytics_enabled=False) as app:
+        gr.Markdown(INTRO)
+        ctx = AppContext(workspace=workspace, current=gr.State(None))
+        with gr.Tabs():
+            for label, module_name in TABS:
+                with gr.Tab(label, id=module_name, elem_id=f"tab-{module_name}"):
+                    importlib.import_module(f"ui.tabs.{module_name}").build(ctx)
+        gr.Markdown(f"Workspace: `{workspace}` (every file this dashboard writes or serves lives here).")
+    return app
+
+
+def serve(workspace: Path, *, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None) -> None:
+    """Build the dashboard and serve it until interrupted; only ``workspace`` (and Gradio's cache inside it) is served."""
+    workspace = Path(workspace).expanduser().resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    # Gradio reads these when it is first imported: keep its temp files inside the workspace and
+    # make no calls home (the machines this runs on are often offline).
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(workspace / ".gradio-cache"))
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from ui.common import BANNER_CSS
+
+    app = build_app(workspace)
+    app.queue(default_concurrency_limit=HEAVY_CONCURRENCY, max_size=QUEUE_SIZE)
+    app.launch(
+        server_name=host,
+        server_port=port,
+        auth=auth,
+        allowed_paths=[str(workspace)],
+        max_file_size=MAX_FILE_SIZE,
+        css=BANNER_CSS,
+        ssr_mode=False,
+        show_error=True,
+        footer_links=["api"],
+    )
