@@ -1,0 +1,108 @@
+"""Model modifications a thief might apply, used to test that verification survives them.
+
+Quan et al.'s SR robustness suite: prune the 5 % smallest weights (globally), int8 quantisation
+(per tensor), fine-tune 500 iterations (Adam lr 1e-6, MSE). Each function returns a modified deep
+copy and leaves its input untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from desra.errors import ConfigError
+
+ATTACKS = ("prune", "int8", "finetune")
+"""Names of the attacks, in the order the suite runs them."""
+
+
+def prune_smallest(module, fraction: float = 0.05):
+    """Copy of ``module`` with the ``fraction`` smallest-magnitude weights (all tensors with ndim > 1, globally) set to 0."""
+    import torch
+
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"pruning fraction must be in [0, 1), got {fraction}")
+    pruned = copy.deepcopy(module)
+    weights = [p for p in pruned.parameters() if p.ndim > 1]
+    if not weights or fraction == 0:
+        return pruned
+    magnitudes = torch.cat([p.detach().abs().flatten() for p in weights])
+    count = int(fraction * magnitudes.numel())
+    if count == 0:
+        return pruned
+    threshold = torch.kthvalue(magnitudes.cpu(), count).values.item()
+    with torch.no_grad():
+        for p in weights:
+            p.masked_fill_(p.abs() <= threshold, 0.0)
+    return pruned
+
+
+def quantize_int8(module):
+    """Copy of ``module`` whose floating tensors are rounded to 255 symmetric int8 levels per tensor (scale = max|w| / 127), stored dequantised."""
+    import torch
+
+    quantized = copy.deepcopy(module)
+    with torch.no_grad():
+        for p in quantized.parameters():
+            peak = p.abs().max()
+            if peak > 0:
+                step = peak / 127.0
+                p.copy_(torch.clamp(torch.round(p / step), -127, 127) * step)
+    return quantized
+
+
+def finetune(
+    module,
+    scale: int,
+    images: Sequence[np.ndarray],
+    *,
+    iterations: int = 500,
+    lr: float = 1e-6,
+    batch: int = 4,
+    patch: int = 64,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+):
+    """Copy of ``module`` fine-tuned with MSE on random HR crops (patch px) of (H, W, 3) float32 photos, LR = area downsampling."""
+    import torch
+    import torch.nn.functional as F
+
+    patch = patch // scale * scale
+    usable = [img for img in images if min(img.shape[:2]) >= patch]
+    if not usable:
+        raise ConfigError(f"fine-tuning needs photos of at least {patch}x{patch} pixels; got {len(images)} smaller ones")
+    tuned = copy.deepcopy(module).to(device).train()
+    for p in tuned.parameters():
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam(tuned.parameters(), lr=lr)
+    rng = np.random.default_rng(seed)
+    for iteration in range(iterations):
+        crops = []
+        for _ in range(batch):
+            img = usable[rng.integers(len(usable))]
+            y = rng.integers(img.shape[0] - patch + 1)
+            x = rng.integers(img.shape[1] - patch + 1)
+            crops.append(img[y : y + patch, x : x + patch])
+        hr = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().to(device)
+        lr_batch = F.avg_pool2d(hr, scale) if scale > 1 else hr
+        loss = F.mse_loss(tuned(lr_batch), hr)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if progress is not None:
+            progress(iteration + 1, iterations)
+    return tuned.eval()
+
+
+def apply_attack(name: str, module, scale: int, images: Sequence[np.ndarray], *, seed: int = 0, device: str = "cpu", progress=None):
+    """Apply the attack called ``name`` (one of :data:`ATTACKS`) with the paper's settings; returns the modified copy."""
+    if name == "prune":
+        return prune_smallest(module, 0.05)
+    if name == "int8":
+        return quantize_int8(module)
+    if name == "finetune":
+        return finetune(module, scale, images, seed=seed, device=device, progress=progress)
+    raise ConfigError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
