@@ -74,3 +74,7 @@ class JobError(DesraError):
 
 class FingerprintError(DesraError):
     """Model fingerprint registration or verification failed."""
+
+
+class DependencyError(DesraError):
+    """A library desra needs for this feature (e.g. basicsr) could not be imported."""

@@ -1,0 +1,160 @@
+"""Model registry: the named checkpoints and MSE/GAN pairs listed in ``desra/data/models.toml``.
+
+The data file is written by hand and read once (tomllib); nothing is discovered by scanning
+folders. A registered model lives either in the repository (``local_path``, the embedded pair in
+``weights/``) or in the download cache ``models_cache_dir()/filename`` after ``desra models pull``.
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from desra.errors import ConfigError, DuplicateNameError, UnknownNameError
+
+ROLES = ("mse", "gan")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registered SR checkpoint."""
+
+    id: str  # unique model id, e.g. "RealESRGAN_x4plus"
+    architecture: str  # desra.archs name: "rrdbnet", "srvgg", "swinir", ...
+    arch_params: dict[str, Any]  # keyword arguments of the architecture builder
+    scale: int  # upscaling factor
+    role: str  # "mse" or "gan"
+    url: str  # where the authors publish the file ("" for files shipped in the repository)
+    sha256: str  # hex digest where the authors publish one, else ""
+    filename: str  # file name in the download cache
+    license: str  # licence of the weights (SPDX id where one exists)
+    local_path: str = ""  # path relative to the project root for shipped files, else ""
+    direct_download: bool = True  # False when the url is a page/folder to download from by hand
+
+
+@dataclass(frozen=True)
+class PairEntry:
+    """A named MSE/GAN pair: the GAN model and the MSE model it was fine-tuned from."""
+
+    name: str  # pair name, e.g. "realesrgan-x4"
+    mse: str  # model id of the MSE (L1) side
+    gan: str  # model id of the GAN side
+    class_weights: str = ""  # TSV of per-class A_k for this pair; "" = the bundled ADE20K bins
+    description: str = ""  # one line for listings
+    extra: dict[str, Any] = field(default_factory=dict)  # any further keys from the data file
+
+
+_MODEL_FIELDS = {"architecture", "arch_params", "scale", "role", "url", "sha256", "filename", "license", "local_path", "direct_download"}
+_REQUIRED = {"architecture", "arch_params", "scale", "role", "url", "filename", "license"}
+
+
+def parse_registry(text: str, source: str = "models.toml") -> tuple[dict[str, ModelEntry], dict[str, PairEntry]]:
+    """Parse registry TOML -> (models by id, pairs by name); ConfigError/RegistryError on bad entries."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{source} is not valid TOML: {error}") from None
+    models: dict[str, ModelEntry] = {}
+    for model_id, raw in data.get("models", {}).items():
+        unknown, missing = set(raw) - _MODEL_FIELDS, _REQUIRED - set(raw)
+        if unknown or missing:
+            raise ConfigError(
+                f"{source}: model {model_id!r} has unknown keys {sorted(unknown)} / misses {sorted(missing)}; "
+                f"allowed keys: {sorted(_MODEL_FIELDS)}"
+            )
+        if raw["role"] not in ROLES:
+            raise ConfigError(f"{source}: model {model_id!r} has role {raw['role']!r}, expected one of {ROLES}")
+        models[model_id] = ModelEntry(id=model_id, sha256=raw.get("sha256", "").lower(), **{k: v for k, v in raw.items() if k != "sha256"})
+    pairs: dict[str, PairEntry] = {}
+    for name, raw in data.get("pairs", {}).items():
+        if "mse" not in raw or "gan" not in raw:
+            raise ConfigError(f"{source}: pair {name!r} needs both 'mse' and 'gan' model ids")
+        for side in ("mse", "gan"):
+            if raw[side] not in models:
+                raise UnknownNameError(f"{source}: pair {name!r} names {side} model {raw[side]!r}, which is not registered")
+        known = {"mse", "gan", "class_weights", "description"}
+        pairs[name] = PairEntry(
+            name=name,
+            **{k: raw[k] for k in known if k in raw},
+            extra={k: v for k, v in raw.items() if k not in known},
+        )
+    if set(models) & set(pairs):
+        raise DuplicateNameError(f"{source}: names used for both a model and a pair: {sorted(set(models) & set(pairs))}")
+    return models, pairs
+
+
+def _check_duplicates(text: str, source: str) -> None:
+    # tomllib already rejects a repeated table header; this makes the error say what the registry means.
+    seen: set[str] = set()
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("[") and not line.startswith("[["):
+            header = line.split("]")[0] + "]"
+            if header in seen:
+                raise DuplicateNameError(f"{source}: {header} is defined twice")
+            seen.add(header)
+
+
+@functools.lru_cache(maxsize=1)
+def _load() -> tuple[dict[str, ModelEntry], dict[str, PairEntry]]:
+    text = resources.files("desra").joinpath("data/models.toml").read_text(encoding="utf-8")
+    _check_duplicates(text, "desra/data/models.toml")
+    return parse_registry(text, "desra/data/models.toml")
+
+
+def list_models() -> list[ModelEntry]:
+    """All registered models in data-file order."""
+    return list(_load()[0].values())
+
+
+def list_pairs() -> list[PairEntry]:
+    """All registered MSE/GAN pairs in data-file order (the embedded pair first)."""
+    return list(_load()[1].values())
+
+
+def get_model(model_id: str) -> ModelEntry:
+    """The registered model ``model_id``; UnknownNameError lists the registered ids."""
+    models = _load()[0]
+    if model_id not in models:
+        raise UnknownNameError(f"unknown model {model_id!r}; registered models: {', '.join(models)}")
+    return models[model_id]
+
+
+def get_pair(name: str) -> PairEntry:
+    """The registered pair ``name``; UnknownNameError lists the registered pairs."""
+    pairs = _load()[1]
+    if name not in pairs:
+        raise UnknownNameError(f"unknown pair {name!r}; registered pairs: {', '.join(pairs)}")
+    return pairs[name]
+
+
+def model_path(entry: ModelEntry) -> Path:
+    """Where ``entry``'s file is (or will be): the shipped ``local_path`` or ``models_cache_dir()/filename``."""
+    from desra.paths import models_cache_dir, project_root
+
+    if entry.local_path:
+        return project_root() / entry.local_path
+    return models_cache_dir() / entry.filename
+
+
+def is_present(entry: ModelEntry) -> bool:
+    """Whether ``entry``'s file exists locally (non-empty)."""
+    path = model_path(entry)
+    return path.is_file() and path.stat().st_size > 0
+
+
+__all__ = [
+    "ModelEntry",
+    "PairEntry",
+    "get_model",
+    "get_pair",
+    "is_present",
+    "list_models",
+    "list_pairs",
+    "model_path",
+    "parse_registry",
+]
