@@ -478,7 +478,7 @@ def _failure_reason(log_path: Path, returncode: int) -> str:
     with contextlib.suppress(OSError):
         lines = [line.strip() for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()]
         for line in reversed(lines):
-            if line.startswith("desra:") or "Error" in line:
+            if line.startswith("desra:") or "error" in line.lower():
                 return line[:500]
     if returncode < 0:
         return f"killed by signal {-returncode}"

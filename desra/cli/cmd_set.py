@@ -1,7 +1,215 @@
-"""`desra set`: not built yet (see the open issues)."""
+"""`desra set`: build and manage curated fine-tune sets (create, add, split, list, remove, restore, export, import)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+
+def _match(folder_or_file: Path | None, stem: str, single: bool) -> Path | None:
+    """The mask file for the LR image ``stem``: the file itself, or ``<stem>.png`` / ``<stem>_mask.png`` in a folder."""
+    from desra.errors import DatasetError
+
+    if folder_or_file is None:
+        return None
+    if folder_or_file.is_file():
+        if not single:
+            raise DatasetError(
+                f"{folder_or_file} is one mask file but --lr names a folder; give a folder of masks named after the LR images"
+            )
+        return folder_or_file
+    for candidate in (folder_or_file / f"{stem}.png", folder_or_file / f"{stem}_mask.png"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _add(args) -> int:
+    from tqdm import tqdm
+
+    from desra.curated import open_set, prepare_item
+    from desra.errors import DatasetError, DesraError
+    from desra.imageio import list_images, read_image, read_mask
+
+    curated = open_set(args.dir)
+    mse_model, gan_model = _load_models(args)
+    single = args.lr.is_file()
+    files = [args.lr] if single else list_images(args.lr)
+    if not files:
+        raise DatasetError(f"no images found in {args.lr}")
+    config = _detect_config(args)
+    failures = []
+    for path in tqdm(files, desc="adding", unit="image", disable=len(files) < 2):
+        try:
+            mask_path = _match(args.mask, path.stem, single)
+            if args.mask is not None and mask_path is None:
+                raise DatasetError(f"no mask for {path.name} in {args.mask} (looked for {path.stem}.png, {path.stem}_mask.png)")
+            label_path = _match(args.label, path.stem, single)
+            lr = read_image(path).rgb
+            mse, gan, mask, source, provenance = prepare_item(
+                lr, mse_model, gan_model, mask=read_mask(mask_path) if mask_path else None,
+                detect_config=config, device=args.device, tile=args.tile,
+            )
+            provenance = {**provenance, "lr_file": str(path.resolve()), "pair": args.pair}
+            if mask_path:
+                provenance["mask_file"] = str(mask_path.resolve())
+            item = curated.add(
+                path.stem, lr, mse, gan, mask, mask_source=source, provenance=provenance,
+                label=read_mask(label_path) if label_path else None, split=args.split,
+            )
+            print(f"added {item.id}  split {item.split}  mask {100 * item.mask_fraction:.2f} % ({source})")
+        except DesraError as error:
+            if single:
+                raise
+            failures.append(f"{path.name}: {error}")
+    for failure in failures:
+        print(f"refused {failure}")
+    return 2 if failures else 0
+
+
+def _load_models(args):
+    from desra.checkpoint import load_model, load_pair
+    from desra.errors import ConfigError, PairMismatchError
+
+    if args.pair and (args.mse_model or args.gan_model) or not args.pair and not (args.mse_model and args.gan_model):
+        raise ConfigError("give either --pair NAME or both --mse-model M and --gan-model G")
+    if args.pair:
+        return load_pair(args.pair, device=args.device)
+    mse = load_model(args.mse_model, role="mse", device=args.device)
+    gan = load_model(args.gan_model, role="gan", device=args.device)
+    if mse.descriptor.scale != gan.descriptor.scale:
+        raise PairMismatchError(f"--mse-model is x{mse.descriptor.scale} but --gan-model is x{gan.descriptor.scale}")
+    return mse, gan
+
+
+def _detect_config(args):
+    import dataclasses
+
+    from desra.detect import DetectConfig
+
+    overrides = {k: v for k, v in (("threshold", args.threshold), ("min_area", args.min_area)) if v is not None}
+    return dataclasses.replace(DetectConfig(), **overrides)
+
+
+def _create(args) -> int:
+    from desra.curated import create_set
+
+    curated = create_set(args.dir, description=args.description, scale=args.scale)
+    print(f"created an empty curated set in {curated.root}")
+    return 0
+
+
+def _split(args) -> int:
+    from desra.curated import open_set
+
+    counts = open_set(args.dir).split(args.val, seed=args.seed)
+    print(f"train {counts['train']}  val {counts['val']}")
+    return 0
+
+
+def _list(args) -> int:
+    from desra.curated import open_set
+
+    curated = open_set(args.dir)
+    items = curated.items(include_deleted=args.all)
+    if args.json:
+        print(json.dumps({"root": str(curated.root), "scale": curated.scale, "items": [i.to_json() for i in items]}, indent=2))
+        return 0
+    print(f"{curated.root}: x{curated.scale or '?'}, {len(items)} items")
+    for item in items:
+        flags = " deleted" if item.deleted else ""
+        flags += " labelled" if item.labelled else ""
+        print(f"{item.id:<32} {item.split:<5} {item.lr_size[1]}x{item.lr_size[0]}  mask {100 * item.mask_fraction:6.2f} %  {item.mask_source}{flags}")
+    return 0
+
+
+def _remove(args) -> int:
+    from desra.curated import open_set
+
+    item = open_set(args.dir).remove(args.item)
+    print(f"removed {item.id} (undo with `desra set restore {args.dir} {item.id}`)")
+    return 0
+
+
+def _restore(args) -> int:
+    from desra.curated import open_set
+
+    item = open_set(args.dir).restore(args.item)
+    print(f"restored {item.id}")
+    return 0
+
+
+def _export(args) -> int:
+    from desra.curated import open_set
+
+    path = open_set(args.dir).export_zip(args.zip)
+    print(f"exported to {path}")
+    return 0
+
+
+def _import(args) -> int:
+    from desra.curated import import_zip
+
+    curated = import_zip(args.zip, args.dir)
+    print(f"imported {len(curated.items(include_deleted=True))} items into {curated.root}")
+    return 0
+
 
 def register(subparsers) -> None:
-    """Add this command group to the `desra` parser (nothing yet)."""
+    """Add `desra set ...` to the `desra` parser."""
+    parser = subparsers.add_parser("set", help="curated fine-tune sets (LR, MSE-SR, GAN-SR, mask, pseudo-GT)")
+    group = parser.add_subparsers(dest="set_command", metavar="ACTION")
+
+    p = group.add_parser("create", help="make an empty set in a new folder")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--description", default="")
+    p.add_argument("--scale", type=int, default=None, help="fix the scale now (default: from the first item)")
+    p.set_defaults(func=_create)
+
+    p = group.add_parser("add", help="add LR images: run the pair, detect artifacts (or take --mask), store the pseudo-GT")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--lr", type=Path, required=True, help="an LR image or a folder of them")
+    p.add_argument("--pair", default=None, help="registered model pair, e.g. desra-demo-x4")
+    p.add_argument("--mse-model", default=None, help="MSE-SR checkpoint or registry id")
+    p.add_argument("--gan-model", default=None, help="GAN-SR checkpoint or registry id")
+    p.add_argument("--mask", type=Path, default=None, help="artifact mask PNG at SR size (or a folder, by stem); skips detection")
+    p.add_argument("--label", type=Path, default=None, help="labelled mask PNG at SR size (or folder) kept for evaluate-run")
+    p.add_argument("--split", choices=("train", "val"), default="train")
+    p.add_argument("--threshold", type=float, default=None, help="detector threshold (default 0.7)")
+    p.add_argument("--min-area", type=int, default=None, help="detector minimum region area in SR pixels")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--tile", type=int, default=None, help="SR tile size for large images")
+    p.set_defaults(func=_add)
+
+    p = group.add_parser("split", help="assign items to train/val at random")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--val", type=float, required=True, help="fraction for validation (the paper: 0.75)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_split)
+
+    p = group.add_parser("list", help="list items")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--all", action="store_true", help="include removed items")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_list)
+
+    p = group.add_parser("remove", help="soft-delete an item (undo with restore)")
+    p.add_argument("dir", type=Path)
+    p.add_argument("item")
+    p.set_defaults(func=_remove)
+
+    p = group.add_parser("restore", help="undo a remove")
+    p.add_argument("dir", type=Path)
+    p.add_argument("item")
+    p.set_defaults(func=_restore)
+
+    p = group.add_parser("export", help="write the set to a zip")
+    p.add_argument("dir", type=Path)
+    p.add_argument("zip", type=Path)
+    p.set_defaults(func=_export)
+
+    p = group.add_parser("import", help="unpack an exported zip into a new folder")
+    p.add_argument("zip", type=Path)
+    p.add_argument("dir", type=Path)
+    p.set_defaults(func=_import)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)

@@ -1,0 +1,477 @@
+"""Curated fine-tune sets: a folder of items plus a SQLite manifest.
+
+Layout of a set folder ``DIR``::
+
+    DIR/manifest.sqlite          set metadata and one row per item (split, soft-delete flag, provenance)
+    DIR/items/<id>/lr.png        the real low-resolution input
+    DIR/items/<id>/mse.png       MSE-SR output            (scale x LR)
+    DIR/items/<id>/gan.png       GAN-SR output            (scale x LR)
+    DIR/items/<id>/mask.png      artifact mask M (0/255)  (scale x LR)
+    DIR/items/<id>/pseudo_gt.png DeSRA Eq. 10 target      (scale x LR)
+    DIR/items/<id>/label.png     optional human-labelled mask, used by evaluate-run
+
+An item's files are written into ``DIR/.staging/`` and moved into ``items/`` with one rename before
+its manifest row is committed, so a kill at any moment leaves either the whole item or nothing the
+manifest points to. Items with the wrong scale are refused when added. Removal is a soft delete
+(``restore`` undoes it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from desra.errors import DatasetError, PairMismatchError
+
+MANIFEST = "manifest.sqlite"
+SPLITS = ("train", "val")
+FORMAT_VERSION = 1
+ITEM_FILES = ("lr", "mse", "gan", "mask", "pseudo_gt")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, split TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0,
+    lr_height INTEGER NOT NULL, lr_width INTEGER NOT NULL, scale INTEGER NOT NULL,
+    mask_fraction REAL NOT NULL, mask_source TEXT NOT NULL, provenance TEXT NOT NULL,
+    labelled INTEGER NOT NULL DEFAULT 0, added REAL NOT NULL, updated REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One manifest row: an LR image with its SR outputs, artifact mask and pseudo-GT."""
+
+    id: str
+    """Unique id ``<name>-<hex>``; the item's folder name."""
+    name: str
+    """Stem of the LR file it came from."""
+    split: str
+    """``train`` or ``val``."""
+    deleted: bool
+    """Soft-deleted (hidden from training, restorable)."""
+    lr_size: tuple[int, int]
+    """(height, width) of the LR image."""
+    scale: int
+    """SR size / LR size (the set's scale)."""
+    mask_fraction: float
+    """Fraction of SR pixels inside the artifact mask, in [0, 1]."""
+    mask_source: str
+    """``detected`` (desra detector), ``file`` (given by the user) or ``edited`` (corrected later)."""
+    provenance: dict[str, Any]
+    """How the mask was made: detector parameters and models, or the file and who edited it."""
+    labelled: bool
+    """True when a human-labelled mask (``label.png``) is stored for evaluation."""
+    folder: Path
+    """Folder holding the item's PNGs."""
+
+    def path(self, what: str) -> Path:
+        """File of ``what`` in ``ITEM_FILES`` (or ``label``)."""
+        return self.folder / f"{what}.png"
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict of the row."""
+        return {
+            "id": self.id, "name": self.name, "split": self.split, "deleted": self.deleted,
+            "lr_size": list(self.lr_size), "scale": self.scale, "mask_fraction": self.mask_fraction,
+            "mask_source": self.mask_source, "provenance": self.provenance, "labelled": self.labelled,
+        }
+
+
+@dataclass(frozen=True)
+class ItemArrays:
+    """An item's images in memory."""
+
+    lr: np.ndarray
+    """(h, w, 3) float32 in [0, 1]."""
+    mse: np.ndarray
+    """(s*h, s*w, 3) float32 in [0, 1]."""
+    gan: np.ndarray
+    """(s*h, s*w, 3) float32 in [0, 1]."""
+    mask: np.ndarray
+    """(s*h, s*w) bool artifact mask."""
+    pseudo_gt: np.ndarray
+    """(s*h, s*w, 3) float32 in [0, 1]."""
+    label: np.ndarray | None
+    """(s*h, s*w) bool labelled mask, or None."""
+
+
+def check_scale(lr_shape: tuple[int, ...], sr_shape: tuple[int, ...], scale: int, what: str) -> None:
+    """Raise ``PairMismatchError`` unless ``sr_shape`` is exactly ``scale`` x ``lr_shape`` in height and width."""
+    expected = (lr_shape[0] * scale, lr_shape[1] * scale)
+    if tuple(sr_shape[:2]) != expected:
+        raise PairMismatchError(
+            f"{what} is {sr_shape[1]}x{sr_shape[0]} but the LR image is {lr_shape[1]}x{lr_shape[0]} and the set is "
+            f"x{scale}, so it must be exactly {expected[1]}x{expected[0]}; use SR outputs of this LR image made by "
+            f"a x{scale} model (or a set of the model's scale)"
+        )
+
+
+class CuratedSet:
+    """A curated set folder; open with :func:`open_set`, make with :func:`create_set`."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.manifest = root / MANIFEST
+
+    @contextlib.contextmanager
+    def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.manifest, timeout=30.0, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA synchronous=FULL")
+            if write:
+                db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                if write:
+                    db.execute("COMMIT")
+            except BaseException:
+                if write:
+                    db.execute("ROLLBACK")
+                raise
+        finally:
+            db.close()
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """Set metadata: ``scale``, ``description``, ``created``, ``format``, ``models``."""
+        with self._db() as db:
+            return {r["key"]: json.loads(r["value"]) for r in db.execute("SELECT key, value FROM meta")}
+
+    @property
+    def scale(self) -> int | None:
+        """The set's SR scale, fixed by its first item (or at creation); None while unknown."""
+        return self.meta.get("scale")
+
+    def _item(self, row: sqlite3.Row) -> Item:
+        return Item(
+            id=row["id"], name=row["name"], split=row["split"], deleted=bool(row["deleted"]),
+            lr_size=(row["lr_height"], row["lr_width"]), scale=row["scale"],
+            mask_fraction=row["mask_fraction"], mask_source=row["mask_source"],
+            provenance=json.loads(row["provenance"]), labelled=bool(row["labelled"]),
+            folder=self.root / "items" / row["id"],
+        )
+
+    def items(self, split: str | None = None, *, include_deleted: bool = False) -> list[Item]:
+        """Items in insertion order, optionally of one split; soft-deleted ones only when asked."""
+        if split is not None and split not in SPLITS:
+            raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
+        query = "SELECT * FROM items WHERE 1=1"
+        args: tuple = ()
+        if split:
+            query, args = query + " AND split = ?", (split,)
+        if not include_deleted:
+            query += " AND deleted = 0"
+        with self._db() as db:
+            return [self._item(r) for r in db.execute(query + " ORDER BY added, id", args)]
+
+    def item(self, item_id: str) -> Item:
+        """One item by id (deleted ones too); ``DatasetError`` when unknown."""
+        with self._db() as db:
+            row = db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
+        if row is None:
+            raise DatasetError(f"no item {item_id!r} in the set {self.root}; see `desra set list {self.root}`")
+        return self._item(row)
+
+    def add(
+        self,
+        name: str,
+        lr: np.ndarray,
+        mse: np.ndarray,
+        gan: np.ndarray,
+        mask: np.ndarray,
+        *,
+        mask_source: str,
+        provenance: dict[str, Any],
+        label: np.ndarray | None = None,
+        split: str = "train",
+        scale: int | None = None,
+    ) -> Item:
+        """Check and store one item (arrays as in :class:`ItemArrays`); the pseudo-GT is computed here (Eq. 10)."""
+        from desra.imageio import write_image, write_mask
+        from desra.pseudo_gt import pseudo_gt
+
+        if split not in SPLITS:
+            raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
+        if mask_source not in ("detected", "file", "edited"):
+            raise DatasetError(f"mask_source must be detected, file or edited, got {mask_source!r}")
+        set_scale = self.scale
+        if scale is None:
+            scale = set_scale or max(1, round(mse.shape[0] / max(1, lr.shape[0])))
+        if set_scale is not None and scale != set_scale:
+            raise PairMismatchError(
+                f"item {name!r} is x{scale} but the set {self.root} is x{set_scale}; "
+                "a set holds one model pair's scale, make another set for this model"
+            )
+        check_scale(lr.shape, mse.shape, scale, f"MSE-SR of {name!r}")
+        check_scale(lr.shape, gan.shape, scale, f"GAN-SR of {name!r}")
+        check_scale(lr.shape, mask.shape, scale, f"mask of {name!r}")
+        if label is not None:
+            check_scale(lr.shape, label.shape, scale, f"labelled mask of {name!r}")
+        mask = np.asarray(mask, dtype=bool)
+        target = pseudo_gt(mse, gan, mask)
+        item_id = f"{_safe_name(name)}-{uuid.uuid4().hex[:6]}"
+        staging = self.root / ".staging" / f"{os.getpid()}-{item_id}"
+        staging.mkdir(parents=True)
+        try:
+            write_image(staging / "lr.png", lr)
+            write_image(staging / "mse.png", mse)
+            write_image(staging / "gan.png", gan)
+            write_image(staging / "pseudo_gt.png", target)
+            write_mask(staging / "mask.png", mask)
+            if label is not None:
+                write_mask(staging / "label.png", np.asarray(label, dtype=bool))
+            _fsync_tree(staging)
+            os.replace(staging, self.root / "items" / item_id)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        now = time.time()
+        with self._db(write=True) as db:
+            if set_scale is None:
+                db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('scale', ?)", (json.dumps(scale),))
+            db.execute(
+                "INSERT INTO items (id, name, split, lr_height, lr_width, scale, mask_fraction, mask_source, "
+                "provenance, labelled, added, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (item_id, name, split, lr.shape[0], lr.shape[1], scale, float(mask.mean()), mask_source,
+                 json.dumps(provenance, default=str), int(label is not None), now, now),
+            )
+        return self.item(item_id)
+
+    def load(self, item_id: str) -> ItemArrays:
+        """Read an item's images from disk."""
+        from desra.imageio import read_image, read_mask
+
+        item = self.item(item_id)
+        label_path = item.path("label")
+        return ItemArrays(
+            lr=read_image(item.path("lr")).rgb,
+            mse=read_image(item.path("mse")).rgb,
+            gan=read_image(item.path("gan")).rgb,
+            mask=read_mask(item.path("mask")),
+            pseudo_gt=read_image(item.path("pseudo_gt")).rgb,
+            label=read_mask(label_path) if label_path.exists() else None,
+        )
+
+    def set_mask(self, item_id: str, mask: np.ndarray, *, editor: str, note: str = "") -> Item:
+        """Replace an item's mask with a corrected one (``(sH, sW)`` bool) and recompute its pseudo-GT."""
+        from desra.imageio import write_image, write_mask
+        from desra.pseudo_gt import pseudo_gt
+
+        item = self.item(item_id)
+        arrays = self.load(item_id)
+        check_scale(arrays.lr.shape, np.shape(mask), item.scale, f"corrected mask of {item_id!r}")
+        mask = np.asarray(mask, dtype=bool)
+        # Pseudo-GT first: a kill between the two writes leaves the old mask with a target that
+        # already follows the new one, and a rerun of the edit repairs it.
+        _replace_file(item.path("pseudo_gt"), lambda p: write_image(p, pseudo_gt(arrays.mse, arrays.gan, mask)))
+        _replace_file(item.path("mask"), lambda p: write_mask(p, mask))
+        history = list(item.provenance.get("edits", []))
+        history.append({"editor": editor, "note": note, "time": time.time()})
+        provenance = {**item.provenance, "edits": history}
+        with self._db(write=True) as db:
+            db.execute(
+                "UPDATE items SET mask_source='edited', mask_fraction=?, provenance=?, updated=? WHERE id=?",
+                (float(mask.mean()), json.dumps(provenance, default=str), time.time(), item_id),
+            )
+        return self.item(item_id)
+
+    def remove(self, item_id: str) -> Item:
+        """Soft-delete an item: it disappears from training and listings until :meth:`restore`."""
+        return self._set_deleted(item_id, True)
+
+    def restore(self, item_id: str) -> Item:
+        """Undo :meth:`remove`."""
+        return self._set_deleted(item_id, False)
+
+    def _set_deleted(self, item_id: str, deleted: bool) -> Item:
+        self.item(item_id)
+        with self._db(write=True) as db:
+            db.execute("UPDATE items SET deleted=?, updated=? WHERE id=?", (int(deleted), time.time(), item_id))
+        return self.item(item_id)
+
+    def split(self, val_fraction: float, *, seed: int = 0) -> dict[str, int]:
+        """Assign every live item to train or val at random (seeded); returns the counts per split."""
+        if not 0.0 <= val_fraction <= 1.0:
+            raise DatasetError(f"--val must be a fraction in [0, 1], got {val_fraction} (the paper: 150 of 200 = 0.75)")
+        ids = sorted(item.id for item in self.items())
+        order = np.random.default_rng(seed).permutation(len(ids))
+        n_val = int(round(val_fraction * len(ids)))
+        val = {ids[i] for i in order[:n_val]}
+        with self._db(write=True) as db:
+            for item_id in ids:
+                db.execute("UPDATE items SET split=?, updated=? WHERE id=?",
+                           ("val" if item_id in val else "train", time.time(), item_id))
+        return {"train": len(ids) - n_val, "val": n_val}
+
+    def export_zip(self, path: str | os.PathLike) -> Path:
+        """Write the whole set (manifest and every item, deleted ones included) to a zip file atomically."""
+        from desra.atomic import atomic_path
+
+        path = Path(path)
+        with atomic_path(path) as temp:
+            with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_STORED) as archive:
+                snapshot = temp.with_name(temp.name + ".manifest")
+                try:
+                    # The backup API copies a consistent snapshot even while another process writes.
+                    with self._db() as src, contextlib.closing(sqlite3.connect(snapshot)) as dst:
+                        src.backup(dst)
+                    archive.write(snapshot, MANIFEST)
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        snapshot.unlink()
+                for item in self.items(include_deleted=True):
+                    for file in sorted(item.folder.glob("*.png")):
+                        archive.write(file, f"items/{item.id}/{file.name}")
+        return path
+
+
+def _replace_file(path: Path, write: Any) -> None:
+    # The writers pick the format from the suffix, so the temporary name keeps ".png".
+    temp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(temp)
+        with open(temp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _safe_name(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
+    return cleaned[:80] or "item"
+
+
+def _fsync_tree(folder: Path) -> None:
+    for file in folder.iterdir():
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def create_set(root: str | os.PathLike, *, description: str = "", scale: int | None = None) -> CuratedSet:
+    """Make an empty set in ``root`` (missing or empty folder)."""
+    root = Path(root).expanduser().resolve()
+    if (root / MANIFEST).exists():
+        raise DatasetError(f"{root} already holds a curated set; add to it with `desra set add {root} ...`")
+    if root.exists() and any(root.iterdir()):
+        raise DatasetError(f"{root} is not empty; give `desra set create` a new or empty folder")
+    (root / "items").mkdir(parents=True, exist_ok=True)
+    temp = root / f".{MANIFEST}.tmp-{os.getpid()}"
+    with contextlib.closing(sqlite3.connect(temp)) as db:
+        db.executescript(_SCHEMA)
+        rows = {"format": FORMAT_VERSION, "description": description, "created": time.time()}
+        if scale is not None:
+            rows["scale"] = int(scale)
+        db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [(k, json.dumps(v)) for k, v in rows.items()])
+        db.commit()
+    os.replace(temp, root / MANIFEST)  # the set exists only once its manifest is complete
+    return CuratedSet(root)
+
+
+def open_set(root: str | os.PathLike) -> CuratedSet:
+    """Open the set in ``root``; ``DatasetError`` when it is not one."""
+    root = Path(root).expanduser().resolve()
+    if not (root / MANIFEST).is_file():
+        raise DatasetError(f"{root} is not a curated set (no {MANIFEST}); make one with `desra set create {root}`")
+    for leftover in (root / ".staging").glob("*-*"):  # of adds whose process was killed
+        pid = leftover.name.split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+    return CuratedSet(root)
+
+
+def import_zip(archive_path: str | os.PathLike, root: str | os.PathLike) -> CuratedSet:
+    """Unpack a set exported with :meth:`CuratedSet.export_zip` into a new folder ``root``."""
+    archive_path = Path(archive_path)
+    root = Path(root).expanduser().resolve()
+    if root.exists() and any(root.iterdir()):
+        raise DatasetError(f"{root} is not empty; import a set into a new folder")
+    try:
+        archive = zipfile.ZipFile(archive_path)
+    except (zipfile.BadZipFile, FileNotFoundError) as error:
+        raise DatasetError(f"{archive_path} is not a readable zip of a curated set: {error}") from None
+    staging = root.with_name(f".{root.name}.import-{os.getpid()}")
+    with archive:
+        names = archive.namelist()
+        if MANIFEST not in names:
+            raise DatasetError(f"{archive_path} has no {MANIFEST}; it was not made by `desra set export`")
+        for name in names:
+            parts = Path(name).parts
+            if name != MANIFEST and (len(parts) != 3 or parts[0] != "items" or ".." in parts or name.startswith("/")):
+                raise DatasetError(f"{archive_path} holds an unexpected entry {name!r}; refusing to unpack it")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            archive.extractall(staging)
+            (staging / "items").mkdir(exist_ok=True)
+            imported = CuratedSet(staging)
+            for item in imported.items(include_deleted=True):
+                missing = [f for f in ITEM_FILES if not item.path(f).exists()]
+                if missing:
+                    raise DatasetError(f"{archive_path}: item {item.id} lacks {missing}; the archive is incomplete")
+            if root.exists():
+                root.rmdir()
+            os.replace(staging, root)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return CuratedSet(root)
+
+
+def prepare_item(
+    lr: np.ndarray,
+    mse_model: Any,
+    gan_model: Any,
+    *,
+    mask: np.ndarray | None = None,
+    detect_config: Any = None,
+    device: str = "cpu",
+    tile: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, dict[str, Any]]:
+    """Run both SR models on ``lr`` and detect artifacts unless ``mask`` is given -> (mse, gan, mask, source, provenance)."""
+    import dataclasses
+
+    from desra.inference import upscale
+
+    mse = upscale(mse_model, lr, tile=tile, device=device)
+    gan = upscale(gan_model, lr, tile=tile, device=device)
+    models = {"mse": mse_model.descriptor.to_dict(), "gan": gan_model.descriptor.to_dict()}
+    if mask is not None:
+        return mse, gan, np.asarray(mask, dtype=bool), "file", {"models": models, "by": "user"}
+    from desra.detect import DetectConfig, detect_artifacts
+
+    config = detect_config or DetectConfig()
+    detection = detect_artifacts(mse, gan, config)
+    provenance = {
+        "models": models,
+        "by": "desra detector",
+        "detect_config": dataclasses.asdict(config),
+        "semantics_used": bool(getattr(detection, "semantics_used", False)),
+        "semantics_note": str(getattr(detection, "semantics_note", "")),
+    }
+    return mse, gan, np.asarray(detection.mask, dtype=bool), "detected", provenance

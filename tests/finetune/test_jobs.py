@@ -1,0 +1,117 @@
+"""The durable job runner: states, cancel/resume, and a runner killed with SIGKILL."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from desra.errors import JobError, UnknownNameError
+from desra.jobs import JobStore, params_to_argv, run_worker
+
+
+def _wait(predicate, timeout=60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_params_become_flags():
+    assert params_to_argv({"iters": 5, "save_every": 2, "resume": True, "disc": None, "amp": False}) == [
+        "--iters", "5", "--save-every", "2", "--resume"]
+
+
+def test_job_runs_to_done_with_events_and_log(tmp_path):
+    store = JobStore(tmp_path)
+    job = store.submit("sleep", {"steps": 3, "interval": 0.01})
+    assert job.state == "queued"
+    run_worker(tmp_path, "cpu", drain=True)
+    done = JobStore(tmp_path).status(job.id)  # a fresh store reads the same database
+    assert done.state == "done" and done.attempts == 1
+    assert [e["iter"] for e in store.events(job.id)] == [1, 2, 3]
+    assert "sleep: done" in store.log(job.id)
+
+
+def test_failure_keeps_the_reason(tmp_path):
+    store = JobStore(tmp_path)
+    job = store.submit("sleep", {"steps": "many"})
+    run_worker(tmp_path, "cpu", drain=True)
+    failed = store.status(job.id)
+    assert failed.state == "failed"
+    assert "invalid int value" in failed.reason
+
+
+def test_bad_submissions_are_refused(tmp_path):
+    store = JobStore(tmp_path)
+    with pytest.raises(UnknownNameError):
+        store.submit("train-everything", {})
+    with pytest.raises(JobError):
+        store.submit("finetune", {"resume": True})
+    with pytest.raises(JobError):
+        store.status("nope")
+
+
+def test_cancel_queued_and_resume(tmp_path):
+    store = JobStore(tmp_path)
+    job = store.submit("sleep", {"steps": 2, "interval": 0.01})
+    assert store.cancel(job.id).state == "cancelled"
+    with pytest.raises(JobError):
+        store.cancel(job.id)
+    assert store.resume(job.id).state == "queued"
+    run_worker(tmp_path, "cpu", drain=True)
+    assert store.status(job.id).state == "done"
+    with pytest.raises(JobError):
+        store.resume(job.id)
+
+
+def _start_worker(workspace):
+    return subprocess.Popen(
+        [sys.executable, "-m", "desra", "jobs", "worker", "--workspace", str(workspace), "--device", "cpu"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def test_cancel_running_job(tmp_path):
+    store = JobStore(tmp_path)
+    job = store.submit("sleep", {"steps": 200, "interval": 0.1})
+    worker = _start_worker(tmp_path)
+    try:
+        assert _wait(lambda: len(store.events(job.id)) >= 2)
+        store.cancel(job.id)
+        assert _wait(lambda: store.status(job.id).state == "cancelled")
+        assert len(store.events(job.id)) < 200
+    finally:
+        worker.terminate()
+        worker.wait()
+
+
+def test_state_survives_a_killed_runner(tmp_path, monkeypatch):
+    import desra.jobs as jobs
+
+    store = JobStore(tmp_path)
+    job = store.submit("sleep", {"steps": 12, "interval": 0.25})
+    worker = _start_worker(tmp_path)
+    assert _wait(lambda: len(store.events(job.id)) >= 3)
+    os.kill(worker.pid, signal.SIGKILL)  # the runner dies without cleaning anything up
+    worker.wait()
+    # Its job child dies with it (no second copy keeps writing events).
+    count = len(store.events(job.id))
+    time.sleep(1.0)
+    assert len(store.events(job.id)) == count < 12
+    # A new runner, in a new store, sees the job as it was left; once the dead worker's heartbeat is
+    # stale, the job is requeued with resume on and finishes from where it stopped.
+    assert JobStore(tmp_path).status(job.id).state == "running"
+    monkeypatch.setattr(jobs, "STALE_AFTER_S", 0.5)
+    time.sleep(0.6)
+    assert JobStore(tmp_path).recover() == [job.id]
+    requeued = store.status(job.id)
+    assert requeued.state == "queued" and requeued.resume and "requeued" in requeued.reason
+    run_worker(tmp_path, "cpu", drain=True)
+    final = store.status(job.id)
+    assert final.state == "done" and final.attempts == 2
+    assert [e["iter"] for e in store.events(job.id)] == list(range(1, 13))
