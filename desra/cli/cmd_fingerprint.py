@@ -1,7 +1,159 @@
-"""`desra fingerprint`: not built yet (see the open issues)."""
+"""`desra fingerprint`: register, verify and attack SR-model fingerprints (Quan et al., ICCV 2023)."""
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workspace", type=Path, default=None, help="workspace holding fingerprints.sqlite (default: $DESRA_WORKSPACE or ./desra-workspace)")
+    parser.add_argument("--device", default="cpu", help="torch device for the critical-image optimisation (default: cpu)")
+
+
+def _add_test(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sigma", type=float, default=0.015, help="std of one feature difference between independent models (default: 0.015)")
+    parser.add_argument("-p", "--p", type=float, default=0.05, dest="p", help="significance level of the chi-squared test (default: 0.05)")
+
 
 def register(subparsers) -> None:
-    """Add this command group to the `desra` parser (nothing yet)."""
+    """Add `desra fingerprint register|verify|attack|list` to the `desra` parser."""
+    group = subparsers.add_parser("fingerprint", help="ownership verification of SR models by critical-image fingerprints")
+    sub = group.add_subparsers(dest="fingerprint_command", metavar="SUBCOMMAND", required=True)
+
+    reg = sub.add_parser("register", help="extract a model's critical image and store its fingerprint")
+    reg.add_argument("model", help="checkpoint file or registered model id")
+    reg.add_argument("--name", required=True, help="name to register the fingerprint under")
+    reg.add_argument("--iterations", type=int, default=5000, help="Adam iterations (paper: 5000)")
+    reg.add_argument("--size", type=int, default=128, help="critical-image side in pixels (paper: 128)")
+    reg.add_argument("--seed", type=int, default=0, help="seed of the N(0, 1) initialisation")
+    reg.add_argument("--replace", action="store_true", help="overwrite an existing fingerprint of that name")
+    _add_common(reg)
+    reg.set_defaults(func=_register)
+
+    ver = sub.add_parser("verify", help="is SUSPECT derived from the registered model NAME?")
+    ver.add_argument("suspect", help="checkpoint file or registered model id")
+    ver.add_argument("--against", required=True, help="registered fingerprint name")
+    ver.add_argument("--json", action="store_true", help='print {"match", "distance", "eta", "p_value"} as JSON')
+    _add_test(ver)
+    _add_common(ver)
+    ver.set_defaults(func=_verify)
+
+    att = sub.add_parser("attack", help="prune 5 %%, int8-quantise and fine-tune MODEL; verify each copy against NAME")
+    att.add_argument("model", help="checkpoint file or registered model id (the registered source itself)")
+    att.add_argument("--against", required=True, help="registered fingerprint name of MODEL")
+    att.add_argument("--attacks", default="prune,int8,finetune", help="comma-separated subset of prune,int8,finetune")
+    att.add_argument("--finetune-iterations", type=int, default=500, help="fine-tuning attack iterations (paper: 500)")
+    att.add_argument("--out", type=Path, default=None, help="folder to save the attacked checkpoints in (.safetensors)")
+    att.add_argument("--json", action="store_true", help="print the verdicts as a JSON object keyed by attack")
+    _add_test(att)
+    _add_common(att)
+    att.set_defaults(func=_attack)
+
+    lst = sub.add_parser("list", help="list registered fingerprints")
+    _add_common(lst)
+    lst.set_defaults(func=_list)
+
+
+def _registry(args) -> Path:
+    from desra.fingerprint.verify import registry_path
+    from desra.paths import default_workspace
+
+    return registry_path(args.workspace or default_workspace())
+
+
+def _bar(desc: str, total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="it", leave=False)
+
+
+def _progress(desc: str):
+    state = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = _bar(desc, total)
+        state["bar"].update(done - state["bar"].n)
+        if done >= total:
+            state.pop("bar").close()
+
+    return update
+
+
+def _register(args) -> int:
+    from desra.checkpoint import load_model
+    from desra.fingerprint.critical import CriticalConfig
+    from desra.fingerprint.pipeline import fingerprint_model
+    from desra.fingerprint.verify import register_fingerprint
+
+    model = load_model(args.model, device=args.device)
+    config = CriticalConfig(size=args.size, iterations=args.iterations, seed=args.seed)
+    record = fingerprint_model(args.name, model, config, source=str(args.model), device=args.device, progress=_progress("critical image"))
+    path = _registry(args)
+    register_fingerprint(path, record, replace=args.replace)
+    print(f"registered {args.name!r} (x{record.scale}, {config.iterations} iterations) in {path}")
+    return 0
+
+
+def _print_verdict(label: str, verdict) -> None:
+    word = "MATCH (derived)" if verdict.match else "no match (independent)"
+    print(f"{label}: {word}  d={verdict.distance:.3e}  eta={verdict.eta:.3e}  p={verdict.p_value:.3g}")
+
+
+def _verify(args) -> int:
+    from desra.checkpoint import load_model
+    from desra.fingerprint.pipeline import verify_model
+
+    model = load_model(args.suspect, device=args.device)
+    result = verify_model(model, _registry(args), args.against, sigma=args.sigma, p=args.p, device=args.device, progress=_progress("critical image"))
+    if args.json:
+        print(json.dumps(result.verdict.to_json()))
+    else:
+        _print_verdict(f"{args.suspect} vs {args.against}", result.verdict)
+    return 0
+
+
+def _attack(args) -> int:
+    from desra.checkpoint import load_model, save_model
+    from desra.errors import ConfigError
+    from desra.fingerprint.attacks import ATTACKS
+    from desra.fingerprint.pipeline import attack_suite
+    from desra.fingerprint.verify import get_fingerprint
+
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown or not attacks:
+        raise ConfigError(f"--attacks got {args.attacks!r}; expected a comma-separated subset of {','.join(ATTACKS)}")
+    model = load_model(args.model, device=args.device)
+    source = get_fingerprint(_registry(args), args.against)
+    bars: dict[str, object] = {}
+
+    def progress(name: str, done: int, total: int) -> None:
+        bars.setdefault(name, _progress(name))(done, total)
+
+    results = attack_suite(model, source, attacks=attacks, finetune_iterations=args.finetune_iterations, device=args.device, progress=progress)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for item in results:
+            save_model(args.out / f"{model.descriptor.name}-{item.attack}.safetensors", item.module, model.descriptor, extra_metadata={"attack": item.attack})
+    if args.json:
+        print(json.dumps({item.attack: item.result.verdict.to_json() for item in results}))
+    else:
+        for item in results:
+            _print_verdict(f"{item.attack:9s}", item.result.verdict)
+    return 0 if all(item.result.verdict.match for item in results) else 3
+
+
+def _list(args) -> int:
+    from desra.fingerprint.verify import get_fingerprint, list_fingerprints
+
+    path = _registry(args)
+    names = list_fingerprints(path)
+    if not names:
+        print(f"no fingerprints registered in {path}")
+    for name in names:
+        record = get_fingerprint(path, name)
+        print(f"{name}\tx{record.scale}\t{record.config['iterations']} it\t{record.source}")
+    return 0
