@@ -1,7 +1,66 @@
-"""`desra finetune`: not built yet (see the open issues)."""
+"""`desra finetune`: DeSRA fine-tuning of a GAN-SR model on a curated set's pseudo-GT."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+
+def _run(args) -> int:
+    import warnings
+
+    from tqdm import tqdm
+
+    from desra.finetune import FinetuneConfig, finetune
+
+    config = FinetuneConfig(
+        set_dir=str(args.set), out=str(args.out), pair=args.pair, model=args.model, disc=args.disc,
+        iters=args.iters, lr=args.lr, patch=args.patch, batch=args.batch, save_every=args.save_every,
+        device=args.device, seed=args.seed, l1_weight=args.l1_weight, percep_weight=args.percep_weight,
+        gan_weight=args.gan_weight, gan_kind=args.gan_kind, amp=not args.no_amp,
+    )
+    bar = tqdm(total=args.iters, desc="fine-tune", unit="it")
+
+    def on_event(event: dict) -> None:
+        if "losses" in event:
+            bar.n = event["iter"]
+            bar.set_postfix({k: f"{v:.4f}" for k, v in event["losses"].items()}, refresh=False)
+            bar.refresh()
+        elif event.get("event") == "checkpoint":
+            bar.write(f"checkpoint {event['path']}")
+        elif event.get("event") == "warning":
+            bar.write(f"warning: {event['message']}")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *a, **k: bar.write(f"warning: {message}")
+        result = finetune(config, resume=args.resume, on_event=on_event)
+    bar.close()
+    print(f"fine-tuned {result.iterations} iterations on {result.device} in {result.wall_s:.0f} s")
+    print(f"model: {result.model}\nbasicsr weights (params_ema): {result.basicsr_model}\nbasicsr options: {result.options}")
+    print(f"evaluate it: desra evaluate-run {result.out}")
+    return 0
+
 
 def register(subparsers) -> None:
-    """Add this command group to the `desra` parser (nothing yet)."""
+    """Add `desra finetune` to the `desra` parser."""
+    p = subparsers.add_parser("finetune", help="DeSRA fine-tune of a GAN-SR model on a curated set (Sec. 3.3)")
+    p.add_argument("--set", type=Path, required=True, help="curated set folder (desra set create/add/split)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--pair", default=None, help="registered pair; its GAN side is fine-tuned")
+    source.add_argument("--model", default=None, metavar="GAN_CKPT", help="GAN-SR checkpoint to fine-tune")
+    p.add_argument("--disc", default=None, metavar="D_CKPT", help="discriminator checkpoint (default: the pair's, else a fresh one, with a warning)")
+    p.add_argument("--iters", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--patch", type=int, default=256, help="HR crop size (LR crop = patch / scale)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--save-every", type=int, default=100, help="checkpoint + preview interval")
+    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
+    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest good checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--l1-weight", type=float, default=1.0)
+    p.add_argument("--percep-weight", type=float, default=1.0, help="discriminator feature matching (download-free perceptual term)")
+    p.add_argument("--gan-weight", type=float, default=0.1)
+    p.add_argument("--gan-kind", default="vanilla", choices=("vanilla", "ragan", "hinge"))
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.set_defaults(func=_run)
