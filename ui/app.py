@@ -25,7 +25,8 @@ TABS = (
     ("Verify a model", "verify_model"),
     ("Attribute an image", "attribute_image"),
 )
-"""(tab label, module under ``ui.tabs``) in page order; each module exposes ``build(ctx)``."""
+"""(tab label, module under ``ui.tabs``) in page order; each module exposes ``build(ctx)``, which may
+return ``(fn, inputs, outputs)`` to run whenever its tab is opened."""
 
 INTRO = (
     "# desra\n"
@@ -48,8 +49,11 @@ def build_app(workspace: Path) -> "gr.Blocks":  # noqa: F821 - gradio is importe
         ctx = AppContext(workspace=workspace, current=gr.State(None))
         with gr.Tabs():
             for label, module_name in TABS:
-                with gr.Tab(label, id=module_name, elem_id=f"tab-{module_name}"):
-                    importlib.import_module(f"ui.tabs.{module_name}").build(ctx)
+                with gr.Tab(label, id=module_name, elem_id=f"tab-{module_name}") as tab:
+                    on_open = importlib.import_module(f"ui.tabs.{module_name}").build(ctx)
+                if on_open:  # a tab showing data other tabs change refreshes itself when opened
+                    fn, inputs, outputs = on_open
+                    tab.select(fn, inputs, outputs, api_visibility="private", concurrency_limit=None)
         gr.Markdown(f"Workspace: `{workspace}` (every file this dashboard writes or serves lives here).")
     return app
 

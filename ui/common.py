@@ -89,6 +89,13 @@ def gradio_progress(progress: Any, description: str) -> Callable[[int, int], Non
     return report
 
 
+def write_picture(path, picture) -> None:
+    """Write a ``desra.visualize`` picture ((H, W, 3) uint8 RGB) as a PNG through the library's writer."""
+    from desra.imageio import write_image
+
+    write_image(path, picture.astype("float32") / 255.0)
+
+
 BANNER_CSS = """
 .desra-banner { padding: 0.6em 0.9em; border-radius: 6px; margin: 0.3em 0; font-weight: 600; }
 .desra-banner-warning { background: #fff4ce; border: 1px solid #e0b000; color: #5c4400; }

@@ -1,8 +1,30 @@
-"""Dashboard tab "Detect": being built; says which library pieces it waits for."""
+"""Dashboard tab "Detect": DeSRA-det on uploaded or demo LR images (the ``detect`` API endpoint).
+
+Both models of a pair super-resolve each LR image; the D map compares their local texture (DeSRA
+Eq. 7), optionally adjusted per semantic class (Eq. 8-9), thresholded and cleaned into a mask.
+Everything is computed by the library; this tab writes each result into the workspace
+(``detections/<run>/<image>/``) and shows it: MSE vs GAN slider, D heat map, semantic map, mask
+overlay, ranked regions, downloads.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ui.common import guarded
 from ui.context import AppContext
+
+MAX_IMAGES = 16
+"""Most LR images one Detect run accepts (the queue is shared; bigger batches belong in a job)."""
+REGION_COLUMNS = ["rank", "x0", "y0", "x1", "y1", "area (px)", "mean D", "prominence", "classes"]
+"""Columns of the ranked region table."""
 
 
 def build(ctx: AppContext) -> None:
@@ -10,6 +32,207 @@ def build(ctx: AppContext) -> None:
     import gradio as gr
 
     from ui.common import library_gaps, not_available_markdown
+    from ui.models import UPLOADED, default_segmenter, present_pairs
 
-    gaps = library_gaps("desra.detect:detect_lr")
-    gr.Markdown(not_available_markdown("Detect", gaps) if gaps else "**Detect** is being built.")
+    gaps = library_gaps(
+        "desra.detect:detect_lr", "desra.detect:DetectConfig",
+        "desra.imageio:read_image", "desra.labelme_io:write_labelme", "desra.visualize",
+    )
+    if gaps:
+        gr.Markdown(not_available_markdown("Detect", gaps))
+        return
+    from desra.detect import DetectConfig
+
+    defaults = DetectConfig()
+    pairs = present_pairs()
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            images = gr.File(label="LR images (one or many)", file_count="multiple", file_types=["image"], elem_id="detect-images")
+            demo = gr.Dropdown(_demo_images(), value=None, label="…or a demo image", elem_id="detect-demo")
+            pair = gr.Dropdown(
+                [*pairs, UPLOADED], value=pairs[0] if pairs else UPLOADED, label="Model pair (MSE parent + GAN model)",
+                info="DeSRA compares a GAN model with the MSE model it was fine-tuned from",
+            )
+            with gr.Accordion("Upload a pair", open=not pairs):
+                mse_file = gr.File(label="MSE (L1) checkpoint", file_types=[".pth", ".pt", ".safetensors"])
+                gan_file = gr.File(label="GAN checkpoint", file_types=[".pth", ".pt", ".safetensors"])
+            segmenter = gr.Dropdown(
+                ["none", "b0", "b5"], value=default_segmenter(), allow_custom_value=True, label="Segmenter",
+                info="SegFormer ADE20K (b0 fast, b5 the paper's) or a local folder; none skips the semantic adjustment",
+            )
+            threshold = gr.Slider(0.05, 0.95, value=defaults.threshold, step=0.05, label="Threshold on adjusted D (paper: 0.7)")
+            window = gr.Slider(3, 21, value=defaults.window, step=2, label="Texture window (px)")
+            min_area = gr.Number(defaults.min_area, label="Minimum region area (px)", precision=0, minimum=0)
+            scale_area = gr.Checkbox(defaults.scale_min_area, label="Scale the minimum area to the image size (reference: 2000x1500)")
+            run = gr.Button("Detect artifacts", variant="primary", elem_id="detect-run")
+        with gr.Column(scale=3):
+            banner = gr.HTML("", label="banner", elem_id="detect-banner")
+            with gr.Row():
+                summary = gr.Dataframe(headers=["image", "flagged", "regions", "semantics"], label="Results", interactive=False, scale=3)
+                showing = gr.Dropdown([], label="Showing", scale=1, elem_id="detect-showing")
+            slider = gr.ImageSlider(label="MSE-SR (left) vs GAN-SR (right)", format="png", type="filepath", elem_id="detect-slider")
+            with gr.Row():
+                heatmap = gr.Image(label="D map (low = GAN texture departs from MSE)", type="filepath", interactive=False)
+                semantic = gr.Image(label="Semantic map", type="filepath", interactive=False)
+                overlay = gr.Image(label="Detected mask", type="filepath", interactive=False, elem_id="detect-overlay")
+            regions = gr.Dataframe(headers=REGION_COLUMNS, label="Regions, most prominent first", interactive=False)
+            downloads = gr.File(label="Mask PNG, labelme JSON, report JSON", file_count="multiple", interactive=False, elem_id="detect-downloads")
+    results = gr.State([])
+
+    views = [banner, slider, heatmap, semantic, overlay, regions, downloads]
+    def detect(
+        images, demo_image, pair, mse_checkpoint, gan_checkpoint, segmenter, threshold, window, min_area, scale_min_area,
+        progress=gr.Progress(),
+    ):
+        """Detect GAN-SR artifacts on LR images with a model pair; returns the views of the first image."""
+        return _detect(
+            ctx, images, demo_image, pair, mse_checkpoint, gan_checkpoint, segmenter, threshold, window, min_area,
+            scale_min_area, progress=progress,
+        )
+
+    run.click(
+        guarded(detect),
+        [images, demo, pair, mse_file, gan_file, segmenter, threshold, window, min_area, scale_area],
+        [*views, summary, showing, results, ctx.current],
+        api_name="detect",
+        api_description="Detect GAN-SR artifacts on LR images with a model pair; returns the views of the first image.",
+    )
+    showing.input(guarded(_show), [showing, results], [*views, ctx.current], api_visibility="private")
+
+
+def _demo_images() -> list[tuple[str, str]]:
+    """(file name, path) of the shipped demo LR photos."""
+    from desra.imageio import list_images
+    from desra.paths import datasets_dir
+
+    folder = datasets_dir() / "demo"
+    return [(path.name, str(path)) for path in list_images(folder)] if folder.is_dir() else []
+
+
+def _detect(
+    ctx: AppContext,
+    uploads: list[str] | None,
+    demo: str | None,
+    pair: str | None,
+    mse_file: str | None,
+    gan_file: str | None,
+    segmenter_spec: str | None,
+    threshold: float,
+    window: float,
+    min_area: float,
+    scale_area: bool,
+    progress: Any = None,
+):
+    from desra.detect import DetectConfig
+    from desra.errors import ConfigError
+    from ui.models import pair_models, segmenter_for
+
+    paths = [Path(p) for p in (uploads or [])] or ([Path(demo)] if demo else [])
+    if not paths:
+        raise ConfigError("no image: upload one or more LR images, or pick a demo image")
+    if len(paths) > MAX_IMAGES:
+        raise ConfigError(f"{len(paths)} images in one run; the dashboard takes at most {MAX_IMAGES} (run `desra detect` on a folder for more)")
+    config = DetectConfig().replace(threshold=float(threshold), window=int(window), min_area=int(min_area), scale_min_area=bool(scale_area))
+    progress((0, len(paths)), desc="loading models")
+    mse_model, gan_model = pair_models(pair, mse_file, gan_file)
+    segmenter, segmenter_note = segmenter_for(segmenter_spec)
+    run_dir = ctx.detections_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    results = []
+    for index, path in enumerate(paths):
+        results.append(
+            _detect_one(path, run_dir, mse_model, gan_model, config, segmenter, segmenter_note, pair, index, len(paths), progress)
+        )
+    rows = [[r["name"], f"{r['flagged']:.2%}", len(r["regions"]), "on" if r["semantics_used"] else "off"] for r in results]
+    names = [r["key"] for r in results]
+    import gradio as gr
+
+    return [*_views(results[0]), rows, gr.Dropdown(choices=names, value=names[0]), results, results[0]]
+
+
+def _detect_one(path, run_dir, mse_model, gan_model, config, segmenter, segmenter_note, pair, index, count, progress) -> dict:
+    """Run detection on one LR file, write every output into ``run_dir/<stem>/``; returns the result record."""
+    from desra import visualize
+    from desra.atomic import atomic_write_text
+    from desra.detect import detect_lr
+    from desra.imageio import read_image, write_image, write_mask
+    from desra.labelme_io import write_labelme
+    from desra.semantic import ADE20K_CLASSES
+    from ui.common import gradio_progress, write_picture
+
+    name = path.stem
+    lr = read_image(path).rgb
+    detection, mse, gan = detect_lr(
+        lr, mse_model, gan_model, config, segmenter=segmenter, segmenter_note=segmenter_note,
+        extra={"image": path.name, "pair": pair},
+        progress=gradio_progress(progress, f"{name} ({index + 1}/{count}): MSE-SR, GAN-SR, D map"),
+    )
+    folder = run_dir / f"{index + 1:02d}-{name}"  # two uploads may share a name
+    folder.mkdir(parents=True, exist_ok=True)
+    write_image(folder / "lr.png", lr)
+    write_image(folder / "mse.png", mse)
+    write_image(folder / "gan.png", gan)
+    write_mask(folder / "mask.png", detection.mask)
+    write_labelme(folder / f"{name}.json", detection.mask, "gan.png")
+    write_picture(folder / "heatmap.png", visualize.heatmap(detection.d))
+    # np.ascontiguousarray: visualize.overlay draws with OpenCV, which rejects non-C-ordered arrays
+    write_picture(folder / "overlay.png", visualize.overlay(np.ascontiguousarray(gan), detection.mask))
+    if detection.labels is not None:
+        write_picture(folder / "semantic.png", visualize.semantic_legend(detection.labels, ADE20K_CLASSES))
+    note = detection.semantics_note or ""
+    provenance = {
+        "pair": pair,
+        "models": {"mse": mse_model.descriptor.to_dict(), "gan": gan_model.descriptor.to_dict()},
+        "detect_config": dataclasses.asdict(config),
+        "semantics_used": bool(detection.semantics_used),
+        "semantics_note": note,
+        "source": path.name,
+    }
+    report = {**detection.to_json(), "provenance": provenance}
+    atomic_write_text(folder / "report.json", json.dumps(report, indent=2, default=str))
+    return {
+        "folder": str(folder),
+        "key": f"{index + 1}. {name}",
+        "name": name,
+        "scale": mse_model.descriptor.scale,
+        "flagged": detection.flagged_fraction,
+        "regions": [region.to_json() for region in detection.regions],
+        "semantics_used": bool(detection.semantics_used),
+        "semantics_note": note,
+        "provenance": provenance,
+    }
+
+
+def _views(result: dict) -> list:
+    """Banner, slider pair, heat map, semantic map, overlay, region rows and downloads of one result record."""
+    from ui.common import banner_html
+
+    folder = Path(result["folder"])
+    banner = (
+        banner_html(f"Semantic adjustment is OFF for {result['name']}: {result['semantics_note']}")
+        if not result["semantics_used"]
+        else banner_html(f"Semantic adjustment on ({result['name']}).", kind="ok")
+    )
+    semantic = folder / "semantic.png"
+    rows = [
+        [r["id"], *r["bbox"], r["area"], round(r["mean_d"], 3), round(r["prominence"], 4),
+         ", ".join(f"{c['name']} {c['fraction']:.0%}" for c in r["classes"])]
+        for r in result["regions"]
+    ]
+    return [
+        banner,
+        (str(folder / "mse.png"), str(folder / "gan.png")),
+        str(folder / "heatmap.png"),
+        str(semantic) if semantic.exists() else None,
+        str(folder / "overlay.png"),
+        rows,
+        [str(folder / "mask.png"), str(folder / f"{result['name']}.json"), str(folder / "report.json")],
+    ]
+
+
+def _show(name: str | None, results: list[dict]):
+    for result in results:
+        if result["key"] == name:
+            return [*_views(result), result]
+    import gradio as gr
+
+    raise gr.Error(f"No result named {name!r} in this run; run Detect again.")

@@ -1,8 +1,32 @@
-"""Dashboard tab "Evaluate": being built; says which library pieces it waits for."""
+"""Dashboard tab "Evaluate": score DeSRA-det and the baselines against your labelled masks (the ``evaluate`` API endpoint).
+
+Each LR image goes through both models once; every chosen method then detects on the same
+MSE-SR/GAN-SR pair and its masks are scored by the library (``desra.metrics.evaluate_folders``:
+mean IoU, region precision and recall with p = 0.5, as in the paper's Table 1). Everything is
+written under ``evaluations/<run>/`` in the workspace.
+"""
 
 from __future__ import annotations
 
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ui.common import guarded
 from ui.context import AppContext
+
+MAX_IMAGES = 32
+"""Most images one evaluation run accepts in the dashboard."""
+METHOD_LABELS = {
+    "desra": "DeSRA-det (full)",
+    "desra-nosem": "DeSRA-det without semantics",
+    "absolute-d": "absolute texture difference",
+    "ldl": "LDL-style |MSE - GAN| residual",
+    "ssim": "1 - SSIM",
+}
+"""Rows of the table, in the paper's spirit (Table 1 and the ablation of Table 4)."""
 
 
 def build(ctx: AppContext) -> None:
@@ -10,6 +34,155 @@ def build(ctx: AppContext) -> None:
     import gradio as gr
 
     from ui.common import library_gaps, not_available_markdown
+    from ui.models import UPLOADED, default_segmenter, present_pairs
 
-    gaps = library_gaps("desra.metrics")
-    gr.Markdown(not_available_markdown("Evaluate", gaps) if gaps else "**Evaluate** is being built.")
+    gaps = library_gaps(
+        "desra.detect:detect_lr", "desra.metrics:evaluate_folders", "desra.imageio:read_image", "desra.visualize"
+    )
+    if gaps:
+        gr.Markdown(not_available_markdown("Evaluate", gaps))
+        return
+    from desra.detect import METHODS
+
+    pairs = present_pairs()
+    gr.Markdown(
+        "Upload LR images and, for each, a labelled mask at SR size with the same name "
+        "(`photo.png` ↔ `photo.json` from labelme, or `photo_mask.png`). Every method detects on the same "
+        "SR outputs; scores are mean IoU and region precision / recall (p = 0.5)."
+    )
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            images = gr.File(label="LR images", file_count="multiple", file_types=["image"])
+            labels = gr.File(label="Labelled masks (PNG or labelme JSON)", file_count="multiple", file_types=["image", ".json"])
+            pair = gr.Dropdown([*pairs, UPLOADED], value=pairs[0] if pairs else UPLOADED, label="Model pair")
+            with gr.Accordion("Upload a pair", open=not pairs):
+                mse_file = gr.File(label="MSE (L1) checkpoint", file_types=[".pth", ".pt", ".safetensors"])
+                gan_file = gr.File(label="GAN checkpoint", file_types=[".pth", ".pt", ".safetensors"])
+            methods = gr.CheckboxGroup(
+                [(METHOD_LABELS.get(m, m), m) for m in METHODS], value=list(METHODS), label="Methods"
+            )
+            segmenter = gr.Dropdown(["none", "b0", "b5"], value=default_segmenter(), allow_custom_value=True, label="Segmenter")
+            scale_area = gr.Checkbox(True, label="Scale the minimum area to the image size")
+            run = gr.Button("Evaluate", variant="primary")
+        with gr.Column(scale=3):
+            banner = gr.HTML("", label="banner")
+            table = gr.Dataframe(headers=["method", "IoU (%)", "precision", "recall", "images"], label="Scores", interactive=False)
+            failures = gr.Markdown("", label="not scored")
+            showing = gr.Dropdown([], label="Per image")
+            per_image = gr.Dataframe(headers=["method", "IoU (%)", "precision", "recall"], interactive=False, label="This image")
+            gallery = gr.Gallery(label="Labelled mask and each method's detection on the GAN-SR output", columns=3, height=420)
+    run_state = gr.State(None)
+    def evaluate(images, labels, pair, mse_checkpoint, gan_checkpoint, methods, segmenter, scale_min_area, progress=gr.Progress()):
+        """Score DeSRA-det and baselines against labelled masks; returns the Table-1-style scores."""
+        return _evaluate(ctx, images, labels, pair, mse_checkpoint, gan_checkpoint, methods, segmenter, scale_min_area, progress)
+
+    run.click(
+        guarded(evaluate),
+        [images, labels, pair, mse_file, gan_file, methods, segmenter, scale_area],
+        [banner, table, failures, showing, run_state],
+        api_name="evaluate",
+        api_description="Score DeSRA-det and baselines against labelled masks; returns the Table-1-style scores.",
+    ).then(guarded(_per_image), [showing, run_state], [per_image, gallery], api_visibility="private")
+    showing.input(guarded(_per_image), [showing, run_state], [per_image, gallery], api_visibility="private")
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+def _evaluate(ctx, uploads, label_files, pair, mse_file, gan_file, methods, segmenter_spec, scale_area, progress=None):
+    import gradio as gr
+
+    from desra.detect import DetectConfig, detect_artifacts, detect_lr
+    from desra.errors import ConfigError
+    from desra.imageio import read_image, write_image, write_mask
+    from desra.metrics import evaluate_folders
+    from ui.common import banner_html, gradio_progress
+    from ui.models import pair_models, segmenter_for
+
+    paths = [Path(p) for p in uploads or []]
+    if not paths or not label_files:
+        raise ConfigError("evaluation needs LR images and their labelled masks (same names); upload both")
+    if len(paths) > MAX_IMAGES:
+        raise ConfigError(f"{len(paths)} images; the dashboard evaluates at most {MAX_IMAGES} at once (use `desra eval` for more)")
+    if not methods:
+        raise ConfigError("no method ticked; tick DeSRA-det and the baselines to compare")
+    run_dir = ctx.workspace / "evaluations" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    label_dir = run_dir / "labels"
+    label_dir.mkdir(parents=True)
+    for label in label_files:
+        shutil.copy(label, label_dir / Path(label).name)
+    mse_model, gan_model = pair_models(pair, mse_file, gan_file)
+    segmenter, note = segmenter_for(segmenter_spec)
+    base = DetectConfig(scale_min_area=bool(scale_area))
+    semantics_off = None
+    for index, path in enumerate(paths):
+        lr = read_image(path).rgb
+        detection, mse, gan = detect_lr(
+            lr, mse_model, gan_model, base.replace(method=methods[0]), segmenter=segmenter, segmenter_note=note,
+            progress=gradio_progress(progress, f"{path.stem} ({index + 1}/{len(paths)}): SR and {methods[0]}"),
+        )
+        (run_dir / "gan").mkdir(exist_ok=True)
+        write_image(run_dir / "gan" / f"{path.stem}.png", gan)
+        for method in methods:
+            if method != methods[0]:
+                progress((index, len(paths)), desc=f"{path.stem}: {method}")
+                detection = detect_artifacts(mse, gan, base.replace(method=method), segmenter=segmenter, segmenter_note=note)
+            if method == "desra" and not detection.semantics_used:
+                semantics_off = detection.semantics_note
+            (run_dir / method).mkdir(exist_ok=True)
+            write_mask(run_dir / method / f"{path.stem}_mask.png", detection.mask)
+    summaries = {}
+    for method in methods:
+        summaries[method] = evaluate_folders(run_dir / method, label_dir)
+    rows = [
+        [METHOD_LABELS.get(m, m), _percent(s.iou), _ratio(s.precision), _ratio(s.recall), len(s.images)]
+        for m, s in summaries.items()
+    ]
+    first = next(iter(summaries.values()))
+    failed = "\n".join(f"- `{name}`: {why}" for name, why in first.failures)
+    scored = [score.name for score in first.images]
+    banner = banner_html(f"Semantic adjustment is OFF for DeSRA-det: {semantics_off}") if semantics_off else ""
+    state = {"dir": str(run_dir), "methods": list(methods), "scores": {m: [vars(i) for i in s.images] for m, s in summaries.items()}}
+    return (
+        banner,
+        rows,
+        f"**Not scored:**\n{failed}" if failed else "",
+        gr.Dropdown(choices=scored, value=scored[0] if scored else None),
+        state,
+    )
+
+
+def _per_image(name: str | None, state: dict | None):
+    from desra import visualize
+    from desra.imageio import read_image, read_mask
+    from desra.labelme_io import read_gt_mask
+    from desra.metrics import mask_stem
+    from ui.common import write_picture
+
+    if not name or not state:
+        return [], []
+    run_dir = Path(state["dir"])
+    rows = []
+    for method in state["methods"]:
+        score = next((s for s in state["scores"][method] if s["name"] == name), None)
+        if score:
+            rows.append([METHOD_LABELS.get(method, method), _percent(score["iou"]), _ratio(score["precision"]), _ratio(score["recall"])])
+    gan = read_image(run_dir / "gan" / f"{name}.png").rgb
+    views = run_dir / "views" / name
+    views.mkdir(parents=True, exist_ok=True)
+    pictures: list[tuple[str, Any]] = []
+    # labelme JSON first, as the library's own matching does
+    candidates = sorted((p for p in (run_dir / "labels").iterdir() if mask_stem(p) == name), key=lambda p: p.suffix != ".json")
+    if candidates:
+        label_path = candidates[0]
+        write_picture(views / "labelled.png", visualize.overlay(gan, read_gt_mask(label_path), color=(40, 200, 60)))
+        pictures.append((str(views / "labelled.png"), "labelled"))
+    for method in state["methods"]:
+        write_picture(views / f"{method}.png", visualize.overlay(gan, read_mask(run_dir / method / f"{name}_mask.png")))
+        pictures.append((str(views / f"{method}.png"), METHOD_LABELS.get(method, method)))
+    return rows, pictures
