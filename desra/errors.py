@@ -78,3 +78,7 @@ class FingerprintError(DesraError):
 
 class DependencyError(DesraError):
     """A library desra needs for this feature (e.g. basicsr) could not be imported."""
+
+
+class DeviceError(DesraError):
+    """The compute device is unavailable or ran out of memory even after retrying smaller tiles."""

@@ -1,0 +1,325 @@
+"""Reading and writing images: the one place where files become arrays and back.
+
+Formats: PNG, JPEG, WebP, TIFF, BMP. Layouts: grayscale, grayscale + alpha, RGB, RGBA, palette
+(with or without transparency); 8 and 16 bits per channel. EXIF orientation is applied on read.
+
+Policy (one for the whole project):
+- Colour: the library always works on ``(H, W, 3)`` float32 RGB in [0, 1]; grey images are
+  replicated to three channels and written back as grey when their ImageData says so.
+- Alpha: SR runs on the RGB only; alpha is kept as a separate ``(H, W)`` float32 plane and upscaled
+  on its own (as Real-ESRGAN does), then written back. JPEG cannot store alpha: writing alpha to a
+  ``.jpg`` is refused rather than silently dropped.
+- 16-bit: read at full precision (values / 65535) and written back as 16-bit PNG/TIFF, so the
+  extra precision survives to the output; asking for 16-bit in a format without it is refused.
+- Palette images are expanded to RGB(A) and written as RGB(A): an SR output has more colours than
+  a palette can hold.
+- Refused with :class:`ImageError`: unreadable, corrupt or truncated files, zero-size images, layouts
+  without a defined meaning here (32-bit integer/float). Refused with :class:`ImageTooLargeError`,
+  before any pixel is decoded: images with more pixels than the limit (``max_pixels`` argument, else
+  ``$DESRA_MAX_PIXELS``, else :data:`DEFAULT_MAX_PIXELS`): no decompression bombs.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from desra.errors import ConfigError, ImageError, ImageTooLargeError
+
+DEFAULT_MAX_PIXELS = 100_000_000  # pixels (width x height) accepted when neither argument nor env var says otherwise
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+_FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "TIFF", "BMP"}  # MPO: multi-picture JPEG from cameras, first frame
+_GREY_MODES = ("L", "LA")
+_RAISE_HINT = "raise the limit with DESRA_MAX_PIXELS (or max_pixels=) if you trust the file"
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A decoded image and what is needed to write it back the way it came."""
+
+    rgb: np.ndarray  # (H, W, 3) float32 in [0, 1]
+    alpha: np.ndarray | None  # (H, W) float32 in [0, 1], or None when the image has no alpha
+    bit_depth: int  # 8 or 16 bits per channel in the source file
+    mode: str  # source layout: "L", "LA", "RGB", "RGBA" or "P" (palette)
+    path: Path | None = None  # file it was read from, if any
+
+
+def max_pixels_limit(max_pixels: int | None = None) -> int:
+    """The pixel limit in force: ``max_pixels``, else ``$DESRA_MAX_PIXELS``, else DEFAULT_MAX_PIXELS."""
+    if max_pixels is not None:
+        limit = max_pixels
+    else:
+        raw = os.environ.get("DESRA_MAX_PIXELS", "").strip()
+        try:
+            limit = int(float(raw)) if raw else DEFAULT_MAX_PIXELS
+        except ValueError:
+            raise ConfigError(f"DESRA_MAX_PIXELS must be a number of pixels, got {raw!r}") from None
+    if limit <= 0:
+        raise ConfigError(f"the pixel limit must be positive, got {limit}")
+    return limit
+
+
+def _open(path: Path, limit: int):
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise ImageError(f"{path} does not exist or is not a file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path} is empty (0 bytes)")
+    # Pillow has its own, lower bomb guard; ours is the one that decides, so Pillow's only ever rises.
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError as error:
+        raise ImageTooLargeError(f"{path} is too large to open ({error}); {_RAISE_HINT}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"{path} is not a readable image ({error}); expected PNG, JPEG, WebP, TIFF or BMP") from None
+    if image.format not in _FORMATS:
+        raise ImageError(f"{path} is a {image.format} image; desra reads PNG, JPEG, WebP, TIFF and BMP")
+    width, height = image.size
+    if width == 0 or height == 0:
+        raise ImageError(f"{path} has zero size ({width} x {height})")
+    if width * height > limit:
+        raise ImageTooLargeError(
+            f"{path} has {width} x {height} = {width * height} pixels, above the limit of {limit}; {_RAISE_HINT}"
+        )
+    return image
+
+
+def _sixteen_bit_layout(path: Path, image) -> str | None:
+    """The grey/colour layout of a 16-bit PNG or TIFF, None for 8-bit files."""
+    if image.format == "PNG":
+        with open(path, "rb") as handle:
+            header = handle.read(26)
+        # IHDR: bit depth at byte 24, colour type at byte 25 (0 grey, 2 RGB, 4 grey+alpha, 6 RGBA).
+        if len(header) == 26 and header[24] == 16:
+            return {0: "L", 2: "RGB", 4: "LA", 6: "RGBA"}.get(header[25])
+        return None
+    if image.format == "TIFF":
+        bits = image.tag_v2.get(258, (8,))
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        if 16 in bits:
+            return {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}.get(int(image.tag_v2.get(277, 1)))
+    return None
+
+
+def _orientation(image) -> int:
+    try:
+        return int(image.getexif().get(0x0112, 1))
+    except (ValueError, TypeError, OSError):
+        return 1
+
+
+def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Rotate/flip an (H, W[, C]) array as EXIF orientation 1-8 says, so it displays upright."""
+    ops = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.rot90(a, 2).swapaxes(0, 1),
+        8: lambda a: np.rot90(a, 1),
+    }
+    return np.ascontiguousarray(ops.get(orientation, ops[1])(array))
+
+
+def _decode_16bit(path: Path, layout: str, orientation: int) -> tuple[np.ndarray, np.ndarray | None]:
+    import cv2
+
+    # Pillow reduces 16-bit colour to 8 bits; OpenCV keeps all 16 (and ignores EXIF with UNCHANGED).
+    data = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if array is None or array.dtype != np.uint16:
+        raise ImageError(f"{path} could not be decoded as a 16-bit image (corrupt or truncated?)")
+    array = apply_orientation(array, orientation).astype(np.float32) / 65535.0
+    if array.ndim == 2:
+        return np.repeat(array[..., None], 3, axis=2), None
+    alpha = array[..., 3].copy() if array.shape[2] == 4 and layout in ("LA", "RGBA") else None
+    rgb = array[..., 2::-1] if array.shape[2] >= 3 else np.repeat(array[..., :1], 3, axis=2)
+    return np.ascontiguousarray(rgb), alpha
+
+
+def _decode_8bit(image) -> tuple[np.ndarray, np.ndarray | None, str]:
+    from PIL import ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode in ("I", "F", "I;16", "I;16B", "I;16L"):
+        raise ImageError(f"{image.filename or 'image'}: {mode} images (32-bit or unusual 16-bit) are not supported")
+    if mode in ("P", "PA"):
+        has_alpha = mode == "PA" or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+        source_mode = "P"
+    elif mode == "1":
+        image, source_mode = image.convert("L"), "L"
+    elif mode in ("L", "LA", "RGB", "RGBA"):
+        source_mode = mode
+    else:  # CMYK, YCbCr, LAB, RGBX ... -> RGB
+        image, source_mode = image.convert("RGB"), "RGB"
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    if array.ndim == 2:
+        return np.repeat(array[..., None], 3, axis=2), None, source_mode
+    if image.mode == "LA":
+        return np.repeat(array[..., :1], 3, axis=2), array[..., 1].copy(), source_mode
+    alpha = array[..., 3].copy() if image.mode == "RGBA" else None
+    return np.ascontiguousarray(array[..., :3]), alpha, source_mode
+
+
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> ImageData:
+    """Read an image file -> ImageData (RGB float32 (H, W, 3) in [0, 1], optional alpha, bit depth, mode)."""
+    path = Path(path)
+    limit = max_pixels_limit(max_pixels)
+    image = _open(path, limit)
+    with image:
+        try:
+            image.load()  # decodes everything: truncated or corrupt data fails here, not later
+            layout = _sixteen_bit_layout(path, image)
+            if layout is not None:
+                rgb, alpha = _decode_16bit(path, layout, _orientation(image))
+                mode, bit_depth = layout, 16
+            else:
+                rgb, alpha, mode = _decode_8bit(image)
+                bit_depth = 8
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ImageError(f"{path} is corrupt or truncated ({error})") from None
+    return ImageData(rgb=rgb, alpha=alpha, bit_depth=bit_depth, mode=mode, path=path)
+
+
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] (any shape) -> uint8 in [0, 255], rounded, out-of-range values clipped."""
+    return np.round(np.clip(np.asarray(rgb, dtype=np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _to_uint16(array: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(np.asarray(array, dtype=np.float32), 0.0, 1.0) * 65535.0).astype(np.uint16)
+
+
+def _check_rgb(rgb: np.ndarray, alpha: np.ndarray | None, path: Path) -> None:
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
+        raise ImageError(f"cannot write {path}: expected an (H, W, 3) float image in [0, 1], got {getattr(rgb, 'shape', type(rgb))}")
+    if alpha is not None and alpha.shape != rgb.shape[:2]:
+        raise ImageError(f"cannot write {path}: alpha {alpha.shape} does not match the image {rgb.shape[:2]}")
+
+
+def encode_image(
+    rgb: np.ndarray,
+    suffix: str,
+    *,
+    alpha: np.ndarray | None = None,
+    bit_depth: int = 8,
+    grayscale: bool = False,
+    quality: int = 95,
+) -> bytes:
+    """Encode (H, W, 3) float32 [0, 1] (+ optional (H, W) alpha) into the bytes of a ``suffix`` file."""
+    suffix = suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        raise ImageError(f"cannot write {suffix!r} files; use one of {', '.join(IMAGE_EXTENSIONS)}")
+    if bit_depth not in (8, 16):
+        raise ImageError(f"bit_depth must be 8 or 16, got {bit_depth}")
+    if alpha is not None and suffix in (".jpg", ".jpeg"):
+        raise ImageError("JPEG cannot store alpha; write .png, .webp or .tif to keep the transparency")
+    if bit_depth == 16:
+        return _encode_16bit(rgb, suffix, alpha, grayscale)
+    from PIL import Image
+
+    planes = [to_uint8(rgb.mean(axis=2))[..., None]] if grayscale else [to_uint8(rgb)]
+    if alpha is not None:
+        planes.append(to_uint8(alpha)[..., None])
+    array = np.concatenate(planes, axis=2)
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[2]]
+    if mode == "LA" and suffix in (".bmp", ".webp"):  # these formats have no grey+alpha layout
+        array, mode = np.concatenate([np.repeat(array[..., :1], 3, axis=2), array[..., 1:]], axis=2), "RGBA"
+    image = Image.fromarray(array[..., 0] if mode == "L" else array, mode)
+    buffer = io.BytesIO()
+    options = {"quality": quality} if suffix in (".jpg", ".jpeg", ".webp") else {}
+    image.save(buffer, format={".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}.get(suffix, suffix[1:].upper()), **options)
+    return buffer.getvalue()
+
+
+def _encode_16bit(rgb: np.ndarray, suffix: str, alpha: np.ndarray | None, grayscale: bool) -> bytes:
+    import cv2
+
+    if suffix not in (".png", ".tif", ".tiff"):
+        raise ImageError(f"16-bit images can be written as .png or .tif, not {suffix}; change the extension")
+    if grayscale and alpha is None:
+        array = _to_uint16(rgb.mean(axis=2))
+    else:
+        array = _to_uint16(rgb[..., ::-1])  # OpenCV wants BGR
+        if alpha is not None:
+            array = np.concatenate([array, _to_uint16(alpha)[..., None]], axis=2)
+    ok, buffer = cv2.imencode(suffix, array)
+    if not ok:
+        raise ImageError(f"OpenCV could not encode a 16-bit {suffix} image of shape {array.shape}")
+    return buffer.tobytes()
+
+
+def write_image(
+    path: str | os.PathLike,
+    rgb: np.ndarray,
+    *,
+    alpha: np.ndarray | None = None,
+    bit_depth: int = 8,
+    grayscale: bool = False,
+) -> Path:
+    """Write (H, W, 3) float32 [0, 1] (+ (H, W) alpha) atomically; format from the extension."""
+    from desra.atomic import atomic_write_bytes
+
+    path = Path(path)
+    _check_rgb(rgb, alpha, path)
+    atomic_write_bytes(path, encode_image(rgb, path.suffix, alpha=alpha, bit_depth=bit_depth, grayscale=grayscale))
+    return path
+
+
+def write_imagedata(path: str | os.PathLike, image: ImageData) -> Path:
+    """Write an ImageData back with its alpha, bit depth and grey/colour layout (palette -> RGB(A))."""
+    return write_image(
+        path, image.rgb, alpha=image.alpha, bit_depth=image.bit_depth, grayscale=image.mode in _GREY_MODES
+    )
+
+
+def write_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
+    """Write an (H, W) bool mask as an 8-bit grey PNG with 0 / 255."""
+    from desra.atomic import atomic_write_bytes
+    from PIL import Image
+
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or 0 in mask.shape:
+        raise ImageError(f"a mask must be a non-empty (H, W) array, got shape {mask.shape}")
+    buffer = io.BytesIO()
+    Image.fromarray(np.where(mask.astype(bool), 255, 0).astype(np.uint8), "L").save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
+def read_mask(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
+    """Read a mask image -> (H, W) bool: palette label files by index != 0, others by grey level > 0.5."""
+    path = Path(path)
+    image = _open(path, max_pixels_limit(max_pixels))
+    with image:
+        try:
+            image.load()
+            if image.mode in ("P", "PA"):
+                return np.asarray(image.convert("P") if image.mode == "PA" else image) != 0
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ImageError(f"{path} is corrupt or truncated ({error})") from None
+    return read_image(path, max_pixels=max_pixels).rgb.mean(axis=2) > 0.5
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly in ``folder`` with a known extension, sorted by name (hidden files skipped)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"{folder} is not a folder")
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
