@@ -54,6 +54,9 @@ ADE20K_CLASSES: tuple[str, ...] = (
     "bulletin board", "shower", "radiator", "glass", "clock", "flag",
 )
 
+# Most full-size logit values held at once while resizing (32 M floats = 128 MB).
+UPSAMPLE_BUDGET = 32_000_000
+
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -280,7 +283,7 @@ def segment(
         logits = segmenter.model(pixel_values=x).logits[0].float()
         # Logits are bilinearly resized to the image, then argmax; done in channel groups with a
         # running maximum so a 4K image does not need all 150 full-size planes at once.
-        group = max(1, min(logits.shape[0], 32_000_000 // max(1, h * w)))
+        group = max(1, min(logits.shape[0], UPSAMPLE_BUDGET // max(1, h * w)))
         best = torch.full((h, w), -torch.inf, device=logits.device)
         labels = torch.zeros((h, w), dtype=torch.int32, device=logits.device)
         total = logits.shape[0]
