@@ -1,0 +1,159 @@
+"""DeSRA fine-tuning on CPU with a tiny model made here: outputs change, exports load, kill -9 +
+--resume ends at the same iteration, a corrupt checkpoint is never resumed from, evaluate-run reports."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from desra.finetune import FinetuneConfig, finetune, make_batch_fn, load_train_data
+from desra.training import latest_checkpoint, list_checkpoints
+
+
+@pytest.fixture(scope="module")
+def finished_run(shared_set, tiny_models, tmp_path_factory):
+    """A 4-iteration CPU fine-tune of the tiny model on the shared set -> (config, result)."""
+    config = _config(shared_set, tiny_models, tmp_path_factory.mktemp("finished") / "run")
+    return config, finetune(config)
+
+
+def _config(curated_set, tiny_models, out, **overrides):
+    gan, disc = tiny_models
+    values = dict(set_dir=str(curated_set.root), out=str(out), model=str(gan), disc=str(disc), iters=4,
+                  patch=64, batch=2, save_every=2, device="cpu", previews=1,
+                  ema=0.5)  # the default 0.999 would hide 4 iterations' change in the exported EMA weights
+    values.update(overrides)
+    return FinetuneConfig(**values)
+
+
+def _sr(module, lr):
+    import torch
+
+    with torch.no_grad():
+        return module(torch.from_numpy(lr.transpose(2, 0, 1).copy())[None]).numpy()
+
+
+def test_batches_are_aligned_flipped_crops_and_repeatable(shared_set):
+    data = load_train_data(shared_set.root, patch=64)
+    batch_fn = make_batch_fn(data, batch=3, seed=7)
+    lr, hr = batch_fn(5)
+    assert tuple(lr.shape) == (3, 3, 16, 16) and tuple(hr.shape) == (3, 3, 64, 64)
+    again_lr, again_hr = batch_fn(5)
+    assert np.array_equal(lr.numpy(), again_lr.numpy()) and np.array_equal(hr.numpy(), again_hr.numpy())
+    assert not np.array_equal(lr.numpy(), batch_fn(6)[0].numpy())
+    # Aligned: outside the artifact box the pseudo-GT is the GAN image, whose 4x4 means are the LR
+    # (make_item builds LR as the box average of the HR), so crops agree after average pooling.
+    pooled = hr.numpy().reshape(3, 3, 16, 4, 16, 4).mean(axis=(3, 5))
+    assert np.median(np.abs(pooled - lr.numpy())) < 0.02
+
+
+def test_short_finetune_changes_the_model_and_exports_it(finished_run, shared_set, tiny_models, photo):
+    import torch
+    import yaml
+
+    from desra.checkpoint import load_model
+
+    config, result = finished_run
+    out = result.out
+    assert result.iterations == 4 and latest_checkpoint(out).name == "iter_000004.pt"
+    start = load_model(tiny_models[0])
+    tuned = load_model(result.model)
+    assert tuned.descriptor.architecture == "srvgg" and tuned.descriptor.name.endswith("-desra")
+    lr = photo("astronaut")[:32, :32]
+    assert np.abs(_sr(tuned.module, lr) - _sr(start.module, lr)).max() > 1e-4
+    basicsr = torch.load(result.basicsr_model, weights_only=True)
+    assert set(basicsr) == {"params_ema"}
+    assert all(torch.equal(basicsr["params_ema"][k], v) for k, v in tuned.module.state_dict().items())
+    options = yaml.safe_load(result.options.read_text())
+    assert options["network_g"]["type"] == "SRVGGNetCompact" and options["path"]["param_key_g"] == "params_ema"
+    assert sorted(os.listdir(options["datasets"]["train"]["dataroot_gt"])) == sorted(
+        os.listdir(options["datasets"]["train"]["dataroot_lq"]))
+    val_id = shared_set.items("val")[0].id
+    assert (out / "previews" / "iter_000002" / f"{val_id}.png").is_file()
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert any(e.get("iter") == 4 and "losses" in e and "eta_s" in e for e in events)
+    assert any(e.get("event") == "preview" and "val_l1_pseudo_gt" in e["metrics"] for e in events)
+
+
+def test_corrupt_or_half_written_checkpoints_are_never_resumed_from(finished_run, shared_set, tiny_models, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run[1].out, out)
+    newest = out / "ckpt" / "iter_000004.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # torn by a disk fault
+    (out / "ckpt" / ".iter_000006.pt.tmp-4242").write_bytes(b"half a checkpoint")  # an interrupted save
+    finetune(_config(shared_set, tiny_models, out, iters=6), resume=True)
+    assert [i for i, _ in list_checkpoints(out)] == [2, 4, 6]  # 4 rewritten from the good 2
+    assert (out / "ckpt" / "iter_000004.pt.corrupt").exists()
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert any(e.get("event") == "warning" and "iter_000004.pt" in e["message"] for e in events)
+    # It resumed from iteration 2 (the last good one): checkpoints 4 and 6 were written again.
+    warning = next(i for i, e in enumerate(events) if e.get("event") == "warning")
+    assert [e["iter"] for e in events[warning:] if e.get("event") == "checkpoint"] == [4, 6]
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_ends_at_the_same_iteration(shared_set, tiny_models, tmp_path):
+    gan, disc = tiny_models
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "desra", "finetune", "--set", str(shared_set.root), "--model", str(gan),
+            "--disc", str(disc), "--iters", "60", "--patch", "32", "--batch", "2", "--save-every", "5",
+            "--device", "cpu", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny networks: threads only add contention
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 120
+    while latest_checkpoint(out) is None and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    assert process.poll() is None, "the run finished before it could be killed; make it longer"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = [i for i, _ in list_checkpoints(out)][-1]
+    assert killed_at < 60 and not (out / "model.safetensors").exists()
+    done = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [i for i, _ in list_checkpoints(out)][-1] == 60
+    assert (out / "model.safetensors").is_file()
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "done" and events[-1]["iter"] == 60
+    # The resumed process continued after the last checkpoint instead of starting again.
+    logged = [e["iter"] for e in events if "losses" in e]
+    assert logged.count(5) == 1 and logged[-1] == 60
+    # Without --resume the finished run refuses to be overwritten.
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
+def test_evaluate_run_writes_reports_and_gallery(finished_run):
+    from desra.evaluate_run import evaluate_run
+
+    out = finished_run[1].out
+    report = evaluate_run(out)
+    assert report["items"] == 2 and report["labelled_items"] == 1
+    for key in ("iou_before", "iou_after", "iou_drop", "removal_rate", "addition_rate"):
+        assert key in report
+    assert 0.0 <= report["addition_rate"] <= 1.0
+    labelled = next(r for r in report["per_item"] if r["reference"] == "label")
+    assert labelled["labelled"] >= 1  # the labelled box is scored
+    assert json.loads((out / "evaluation" / "report.json").read_text()) == report
+    assert "removal rate" in (out / "evaluation" / "report.md").read_text()
+    for row in report["per_item"]:
+        assert (out / "evaluation" / row["gallery"]).is_file()
+
+
+def test_finetune_job_runs_through_the_runner(shared_set, tiny_models, tmp_path):
+    from desra.jobs import JobStore, run_worker
+
+    gan, disc = tiny_models
+    store = JobStore(tmp_path / "ws")
+    job = store.submit("finetune", {"set": str(shared_set.root), "model": str(gan), "disc": str(disc),
+                                    "iters": 2, "patch": 64, "batch": 2, "save_every": 1}, device="cpu")
+    run_worker(store.workspace, "cpu", drain=True)
+    done = store.status(job.id)
+    assert done.state == "done", store.log(job.id)
+    assert (done.out / "model.safetensors").is_file()
+    assert any(e.get("iter") == 2 and "losses" in e for e in store.events(job.id))
