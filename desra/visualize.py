@@ -40,7 +40,7 @@ def overlay(
     out = base.astype(np.float32)
     tint = np.array(color, dtype=np.float32)
     out[mask] = (1 - alpha) * out[mask] + alpha * tint
-    out = out.astype(np.uint8)
+    out = np.ascontiguousarray(out, dtype=np.uint8)  # OpenCV draws only on C-ordered arrays
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     thickness = max(1, round(max(mask.shape) / 500))
     cv2.drawContours(out, contours, -1, tuple(int(c) for c in color), thickness)

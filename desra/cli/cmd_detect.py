@@ -170,7 +170,9 @@ def write_outputs(out: Path, stem: str, detection, image, *, save_d: bool) -> di
     write_image(out / files["overlay"], visualize.overlay(image, detection.mask).astype(np.float32) / 255.0)
     if detection.labels is not None:
         files["semantic"] = f"{stem}_semantic.png"
-        legend = visualize.semantic_legend(detection.labels, ADE20K_CLASSES)
+        # Edge-padded back to the SR size so the map lines up with the image it describes.
+        labels = np.pad(detection.labels, detection.config.border, mode="edge")
+        legend = visualize.semantic_legend(labels, ADE20K_CLASSES)
         write_image(out / files["semantic"], legend.astype(np.float32) / 255.0)
     if save_d:
         files["d"] = f"{stem}_D.npy"

@@ -18,11 +18,11 @@ def gan_texture(h: int, w: int, amplitude: float, seed: int) -> np.ndarray:
     return np.repeat(t[..., None], 3, axis=-1).astype(np.float32)
 
 
-def make_pair(image: np.ndarray, boxes, amplitude: float = 0.08, seed: int = 0):
-    """(mse, gan, gt): MSE-SR = the photo slightly blurred, GAN-SR = the sharp photo plus texture in ``boxes``."""
+def make_pair(image: np.ndarray, boxes, amplitude: float = 0.08, seed: int = 0, blur: float = 0.8):
+    """(mse, gan, gt): MSE-SR = the photo blurred by ``blur`` px (0: as is), GAN-SR = the sharp photo plus texture in ``boxes``."""
     import cv2
 
-    mse = cv2.GaussianBlur(image, (0, 0), 0.8)
+    mse = cv2.GaussianBlur(image, (0, 0), blur) if blur > 0 else image.copy()
     gan = image.copy()
     gt = np.zeros(image.shape[:2], dtype=bool)
     for i, (y0, y1, x0, x1) in enumerate(boxes):
@@ -39,7 +39,7 @@ def rocket_pair(photo):
 
 @pytest.fixture
 def pair_maker():
-    """Factory fixture: ``pair_maker(image, boxes, amplitude=0.08, seed=0)`` -> (mse, gan, gt)."""
+    """Factory fixture: ``pair_maker(image, boxes, amplitude=0.08, seed=0, blur=0.8)`` -> (mse, gan, gt)."""
     return make_pair
 
 
