@@ -1,1 +1,68 @@
-"""Benchmarks for sr (registered by name in desra.bench)."""
+"""SR throughput benchmark: output megapixels per second per architecture and tile size."""
+
+from __future__ import annotations
+
+from desra.bench import BenchContext, BenchResult, median_seconds, register_benchmark
+
+_SWINIR_M = dict(img_size=64, in_chans=3, embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, window_size=8,
+                 mlp_ratio=2.0, upscale=4, img_range=1.0, upsampler="nearest+conv", resi_connection="1conv")
+
+# name -> (architecture, params, the published models of that size). Random weights: speed does not
+# depend on them.
+ARCHS = {
+    "srvgg-48x16": ("srvgg", dict(num_in_ch=3, num_out_ch=3, num_feat=48, num_conv=16, upscale=4, act_type="prelu"),
+                    "desra-demo-x4"),
+    "srvgg-64x32": ("srvgg", dict(num_in_ch=3, num_out_ch=3, num_feat=64, num_conv=32, upscale=4, act_type="prelu"),
+                    "realesr-general-x4v3"),
+    "rrdbnet-23x64": ("rrdbnet", dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=64, num_block=23, num_grow_ch=32),
+                      "Real-ESRGAN/RealESRNet x4plus, BSRGAN, LDL"),
+    "swinir-M": ("swinir", _SWINIR_M, "SwinIR-M real-world x4"),
+}
+
+
+def _plan(ctx: BenchContext) -> tuple[int, list[int | None], list[bool]]:
+    """(input side in px, tile sizes, half settings) sized for the device: small on 2 CPU cores."""
+    if ctx.device.startswith("cuda"):
+        return (256, [None, 128], [False]) if ctx.quick else (512, [None, 256, 128], [False, True])
+    return (32, [None], [False]) if ctx.quick else (64, [None, 32], [False])
+
+
+@register_benchmark("sr-throughput", "SR output megapixels/s per architecture and tile size (random weights, x4)")
+def sr_throughput(ctx: BenchContext) -> list[BenchResult]:
+    """Time desra.inference.upscale on a real photo crop for each architecture, tile size and precision."""
+    import numpy as np
+    import skimage.data
+    import torch
+
+    from desra.archs import get_arch
+    from desra.checkpoint import SRModel, describe
+    from desra.inference import upscale
+
+    side, tiles, halves = _plan(ctx)
+    photo = skimage.data.astronaut()[:side, :side].astype(np.float32) / 255.0
+    results = []
+    for label, (arch, params, published) in ARCHS.items():
+        torch.manual_seed(0)
+        model = SRModel(describe(arch, params, name=label), get_arch(arch).build(params).eval())
+        count = sum(p.numel() for p in model.module.parameters())
+        for tile in tiles:
+            for half in halves:
+
+                def run(tile=tile, half=half):
+                    upscale(model, photo, tile=tile, overlap=16, device=ctx.device, half=half)
+                    if ctx.device.startswith("cuda"):
+                        torch.cuda.synchronize()
+
+                seconds = median_seconds(run, ctx.repeats)
+                out_mpix = (side * model.descriptor.scale) ** 2 / 1e6
+                results.append(
+                    BenchResult(
+                        metric=label,
+                        value=out_mpix / seconds,
+                        unit="MP/s",
+                        params={"input": f"{side}x{side}", "tile": tile or "none", "overlap": 16 if tile else 0,
+                                "precision": "half" if half else "fp32", "device": ctx.device},
+                        note=f"{published}; {count / 1e6:.2f} M params; {seconds * 1000:.0f} ms per image",
+                    )
+                )
+    return results

@@ -69,3 +69,9 @@ def test_models_list_and_pull(cache_home, capsys):
     assert str(cache_home) in out
     assert main(["models", "pull", "no-such-thing"]) == 2
     assert "desra-demo-x4" in capsys.readouterr().err
+
+
+def test_sr_benchmark_is_registered():
+    from desra.bench import list_benchmarks
+
+    assert "sr-throughput" in {b.name for b in list_benchmarks()}
