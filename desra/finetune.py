@@ -295,6 +295,7 @@ def finetune(
         if on_event is not None:
             on_event(event)
 
+    data = load_train_data(config.set_dir, config.patch)  # a set problem should surface before models load
     if config.pair:
         _, gan = load_pair(config.pair)
         disc_path = config.disc or _pair_discriminator(config.pair)
@@ -307,7 +308,6 @@ def finetune(
                    "discriminator, whose early feedback is noise; pass --disc D_CKPT when you have it")
         warnings.warn(message, stacklevel=2)
         emit({"event": "warning", "message": message})
-    data = load_train_data(config.set_dir, config.patch)
     if data.scale != gan.descriptor.scale:
         raise DatasetError(
             f"the set {config.set_dir} is x{data.scale} but the model {gan.descriptor.name} is x{gan.descriptor.scale}; "
