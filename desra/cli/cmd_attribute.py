@@ -1,7 +1,119 @@
-"""`desra attribute`: not built yet (see the open issues)."""
+"""`desra attribute build-zoo|train|predict`: which SR model made this image (Vonderfecht & Liu)."""
 
 from __future__ import annotations
 
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_ROOT = Path("runs/attribution")
+DEFAULT_CONFIGS = Path("configs/attribution")
+
 
 def register(subparsers) -> None:
-    """Add this command group to the `desra` parser (nothing yet)."""
+    """Add `desra attribute build-zoo|train|predict` to the `desra` parser."""
+    group = subparsers.add_parser("attribute", help="attribute SR images to the SR model that made them; parse scale and loss")
+    sub = group.add_subparsers(dest="attribute_command", metavar="SUBCOMMAND", required=True)
+
+    build = sub.add_parser("build-zoo", help="train the attribution zoo (desra zoo train per config and stage) and render its SR dataset")
+    build.add_argument("--configs", type=Path, default=DEFAULT_CONFIGS, help=f"folder of zoo YAML files (default {DEFAULT_CONFIGS})")
+    build.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=f"output root: zoo/ and dataset/ go here (default {DEFAULT_ROOT})")
+    build.add_argument("--device", default="cpu", help="device for rendering the dataset (default cpu)")
+    build.set_defaults(func=_build_zoo)
+
+    train = sub.add_parser("train", help="fit PRNU fingerprints + train the classifier; write the report, R(A,B) plot and t-SNE")
+    train.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=f"root holding dataset/; results go to ROOT/experiment (default {DEFAULT_ROOT})")
+    train.add_argument("--iterations", type=int, default=1500, help="classifier training steps (default 1500)")
+    train.add_argument("--seed", type=int, default=0, help="classifier seed (default 0)")
+    train.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    train.set_defaults(func=_train)
+
+    predict = sub.add_parser("predict", help="rank the zoo models for an SR image; parse its scale and loss")
+    predict.add_argument("image", type=Path, help="SR image (PNG/JPEG), at least 64x64")
+    predict.add_argument("--experiment", type=Path, default=DEFAULT_ROOT / "experiment", help="folder written by `desra attribute train`")
+    predict.add_argument("--top", type=int, default=5, help="models to show (default 5)")
+    predict.add_argument("--json", action="store_true", help="print the full result as JSON")
+    predict.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    predict.set_defaults(func=_predict)
+
+
+def _bar_progress():
+    from tqdm import tqdm
+
+    bars: dict = {}
+
+    def update(stage: str, done: int, total: int, *_):
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=stage, leave=False)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def _build_zoo(args) -> int:
+    import subprocess
+    import sys
+
+    from desra.attribution.dataset import render_dataset, zoo_members
+    from desra.errors import ConfigError, DesraError
+    from desra.zoo import exported_path, load_zoo_config
+
+    configs = sorted(Path(args.configs).glob("*.yaml"))
+    if not configs:
+        raise ConfigError(f"no zoo configs (*.yaml) in {args.configs}; pass --configs FOLDER")
+    zoo_dir = args.root / "zoo"
+    for path in configs:
+        config = load_zoo_config(path)
+        out = zoo_dir / config.name
+        for stage in config.stages:
+            if exported_path(out, config, stage).is_file():
+                continue
+            command = [sys.executable, "-m", "desra", "zoo", "train", "--stage", stage, "--config", str(path), "--out", str(out)]
+            if (out / stage / "ckpt").is_dir():
+                command.append("--resume")
+            print(f"training {config.name} {stage}: {' '.join(command[2:])}", flush=True)
+            if subprocess.run(command).returncode != 0:
+                raise DesraError(f"`desra zoo train --stage {stage} --config {path}` failed; see its output above, fix and rerun build-zoo (finished models are kept)")
+    members = zoo_members(configs, zoo_dir)
+    update = _bar_progress()
+    manifest = render_dataset(members, args.root / "dataset", device=args.device, progress=lambda d, t: update("rendering SR outputs", d, t))
+    print(f"{len(members)} zoo models; dataset manifest {manifest}")
+    return 0
+
+
+def _train(args) -> int:
+    import dataclasses
+
+    from desra.attribution.classifier import ClassifierConfig
+    from desra.attribution.pipeline import ExperimentConfig, report_markdown, run_experiment
+
+    config = ExperimentConfig(classifier=dataclasses.replace(ClassifierConfig(), iterations=args.iterations, seed=args.seed))
+    out = args.root / "experiment"
+    result = run_experiment(args.root / "dataset", out, config, device=args.device, progress=_bar_progress())
+    print(report_markdown(result))
+    print(f"wrote {out}/report.json, report.md, attribution-r-matrix.png, attribution-tsne.png, classifier.safetensors, prnu.npz")
+    return 0
+
+
+def _predict(args) -> int:
+    import dataclasses
+
+    from desra.attribution.pipeline import attribute_image
+    from desra.imageio import read_image
+
+    image = read_image(args.image).rgb
+    result = attribute_image(image, args.experiment, device=args.device)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(result)))
+        return 0
+    print(f"{args.image}: voted over {result.crops} crops")
+    for rank, (name, p) in enumerate(result.ranking[: args.top], 1):
+        print(f"{rank:2d}. {name:28s} {100 * p:5.1f} %")
+    print("scale: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in result.scale.items()))
+    print("loss:  " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in result.loss.items()))
+    if result.prnu_ranking:
+        print(f"PRNU nearest fingerprint: {result.prnu_ranking[0][0]}")
+    return 0

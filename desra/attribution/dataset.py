@@ -1,0 +1,179 @@
+"""The attribution dataset: SR outputs of held-out real photos, one folder per zoo model.
+
+Zoo members come from the zoo configs in ``configs/attribution/`` (each config's ``mse`` stage is
+the L1 model, its ``gan`` stage the GAN model). Every member upscales the same held-out photos,
+each downscaled by the member's own scale (antialiased bicubic) so all outputs show the same
+content at the photo's size; outputs are written as 8-bit PNG like images found in the wild.
+Photos are split by content: the classifier and PRNU fingerprints learn from ``TRAIN_PHOTOS``,
+every reported number is measured on ``TEST_PHOTOS``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from desra.errors import DatasetError
+
+TRAIN_PHOTOS = (
+    "sklearn:datasets/images/china.jpg",
+    "sklearn:datasets/images/flower.jpg",
+    "gradio:media_assets/images/tower.jpg",
+    "gradio:media_assets/images/cheetah.jpg",
+    "matplotlib:mpl-data/sample_data/grace_hopper.jpg",
+    "skimage:data/rocket.jpg",
+)
+"""Held-out photos (never in a zoo training set) the attribution methods learn from."""
+TEST_PHOTOS = ("skimage:data/astronaut.png", "skimage:data/chelsea.png", "skimage:data/coffee.png")
+"""Held-out photos every attribution number is measured on."""
+LOSS_OF_STAGE = {"mse": "l1", "gan": "gan"}
+"""Zoo stage -> loss label of the model it exports."""
+MANIFEST = "manifest.json"
+"""File name of the dataset manifest inside the dataset folder."""
+
+
+@dataclass(frozen=True)
+class ZooMember:
+    """One model of the attribution zoo and the attributes the classifier parses."""
+
+    name: str
+    """Model name (``<config name>-<stage>``)."""
+    checkpoint: str
+    """Path of its exported .safetensors."""
+    architecture: str
+    """Generator architecture ('srvgg', 'rrdbnet')."""
+    scale: int
+    """Upscaling factor."""
+    loss: str
+    """'l1' (mse stage) or 'gan'."""
+    seed: int
+    """Training seed."""
+    config: str
+    """The zoo YAML it was trained from."""
+
+    @property
+    def triplet(self) -> str:
+        """Key of the models differing from this one only by seed: 'arch-xS-loss'."""
+        return f"{self.architecture}-x{self.scale}-{self.loss}"
+
+
+def zoo_members(configs: Sequence[Path], zoo_dir: Path) -> list[ZooMember]:
+    """Members (mse and gan stage of each config) whose weights live in ``zoo_dir/<config name>/``, sorted by name."""
+    from desra.zoo import exported_path, load_zoo_config
+
+    members = []
+    for path in configs:
+        config = load_zoo_config(path)
+        for stage in config.stages:
+            members.append(
+                ZooMember(
+                    name=f"{config.name}-{stage}",
+                    checkpoint=str(exported_path(Path(zoo_dir) / config.name, config, stage)),
+                    architecture=config.architecture,
+                    scale=config.scale,
+                    loss=LOSS_OF_STAGE[stage],
+                    seed=config.seed,
+                    config=str(path),
+                )
+            )
+    return sorted(members, key=lambda m: m.name)
+
+
+def photo_stem(spec: str) -> str:
+    """Short file-name-safe name of a 'package:path' photo, e.g. 'astronaut'."""
+    return Path(spec.partition(":")[2]).stem
+
+
+def downscale(image: np.ndarray, scale: int) -> np.ndarray:
+    """Antialiased bicubic downscale of an (H, W, 3) float32 image by ``scale`` (H, W cropped to multiples): (H/s, W/s, 3) float32."""
+    from PIL import Image
+
+    h, w = image.shape[0] // scale * scale, image.shape[1] // scale * scale
+    channels = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(image[:h, :w, c]), mode="F").resize((w // scale, h // scale), Image.Resampling.BICUBIC))
+        for c in range(3)
+    ]
+    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
+
+
+def render_dataset(
+    members: Sequence[ZooMember],
+    out_dir: Path,
+    *,
+    train_photos: Sequence[str] = TRAIN_PHOTOS,
+    test_photos: Sequence[str] = TEST_PHOTOS,
+    device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Upscale every photo with every member into ``out_dir/<member>/<photo>.png`` (existing files kept) and write the manifest; returns its path."""
+    from desra.checkpoint import load_model
+    from desra.imageio import write_image
+    from desra.inference import upscale
+    from desra.zoo import package_file, read_rgb
+
+    missing = [m.checkpoint for m in members if not Path(m.checkpoint).is_file()]
+    if missing:
+        raise DatasetError(f"zoo weights missing: {missing[:3]}{' ...' if len(missing) > 3 else ''}; run `desra attribute build-zoo` to train them")
+    photos = {spec: read_rgb(package_file(spec)) for spec in (*train_photos, *test_photos)}
+    out_dir = Path(out_dir)
+    total, done = len(members) * len(photos), 0
+    for member in members:
+        folder = out_dir / member.name
+        model = None
+        for spec, image in photos.items():
+            target = folder / f"{photo_stem(spec)}.png"
+            if not target.is_file():
+                model = model or load_model(member.checkpoint, device=device)
+                folder.mkdir(parents=True, exist_ok=True)
+                write_image(target, upscale(model, downscale(image, member.scale), device=device))
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    manifest = {
+        "members": [asdict(m) for m in members],
+        "train_photos": [photo_stem(s) for s in train_photos],
+        "test_photos": [photo_stem(s) for s in test_photos],
+    }
+    from desra.atomic import atomic_write_text
+
+    path = out_dir / MANIFEST
+    atomic_write_text(path, json.dumps(manifest, indent=1))
+    return path
+
+
+@dataclass(frozen=True)
+class AttributionData:
+    """SR images of one split with the labels of their models."""
+
+    members: tuple[ZooMember, ...]
+    """All zoo members; index k is class k."""
+    images: tuple[np.ndarray, ...]
+    """(H, W, 3) float32 SR outputs in [0, 1]."""
+    member_index: np.ndarray
+    """(N,) int class index of each image's model."""
+    photo: tuple[str, ...]
+    """Photo name of each image."""
+
+
+def load_split(dataset_dir: Path, split: str) -> AttributionData:
+    """Read the 'train' or 'test' split of a rendered dataset."""
+    from desra.imageio import read_image
+
+    path = Path(dataset_dir) / MANIFEST
+    if not path.is_file():
+        raise DatasetError(f"{path} does not exist; build the dataset with `desra attribute build-zoo` first")
+    if split not in ("train", "test"):
+        raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    members = tuple(ZooMember(**m) for m in manifest["members"])
+    images, index, photos = [], [], []
+    for k, member in enumerate(members):
+        for stem in manifest[f"{split}_photos"]:
+            images.append(read_image(Path(dataset_dir) / member.name / f"{stem}.png").rgb)
+            index.append(k)
+            photos.append(stem)
+    return AttributionData(members=members, images=tuple(images), member_index=np.asarray(index), photo=tuple(photos))

@@ -1,0 +1,121 @@
+"""The attribution experiment end to end on a toy zoo of four tiny SRVGG checkpoints and real photos."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from desra.attribution.classifier import ClassifierConfig, load_classifier
+from desra.attribution.dataset import ZooMember, load_split, render_dataset
+from desra.attribution.pipeline import ExperimentConfig, attribute_image, run_experiment
+from desra.attribution.reports import r_matrix, triplet_accuracy, vote_groups
+from desra.cli import main
+
+TRAIN = ("skimage:data/astronaut.png", "skimage:data/coffee.png")
+TEST = ("skimage:data/chelsea.png",)
+
+
+def _member(tmp_path, name, seed, scale, loss):
+    import torch
+
+    from desra.archs import get_arch
+    from desra.checkpoint import describe, save_model
+
+    params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": scale, "act_type": "prelu"}
+    torch.manual_seed(seed)
+    path = save_model(tmp_path / f"{name}.safetensors", get_arch("srvgg").build(params), describe("srvgg", params, name=name))
+    return ZooMember(name=name, checkpoint=str(path), architecture="srvgg", scale=scale, loss=loss, seed=seed, config="toy")
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("attribution")
+    members = [
+        _member(root, "toy-x2-l1-s1", 1, 2, "l1"),
+        _member(root, "toy-x2-l1-s2", 2, 2, "l1"),
+        _member(root, "toy-x4-gan-s1", 3, 4, "gan"),
+        _member(root, "toy-x4-gan-s2", 4, 4, "gan"),
+    ]
+    render_dataset(members, root / "dataset", train_photos=TRAIN, test_photos=TEST)
+    config = ExperimentConfig(
+        prnu_crop=64,
+        test_tiles=12,
+        vote=4,
+        classifier=ClassifierConfig(crop=32, dims=(8, 16, 32), depths=(1, 1, 1), batch=16, iterations=60),
+    )
+    result = run_experiment(root / "dataset", root / "experiment", config)
+    return root, members, result
+
+
+def test_dataset_holds_every_model_on_every_photo(experiment):
+    root, members, _ = experiment
+    train, test = load_split(root / "dataset", "train"), load_split(root / "dataset", "test")
+    assert len(train.images) == 4 * len(TRAIN) and len(test.images) == 4 * len(TEST)
+    # x2 and x4 models see the same content at the photo's size (chelsea is 451x300, cropped to a multiple of the scale)
+    assert {im.shape for im in test.images} == {(300, 450, 3), (300, 448, 3)}
+    assert test.members == tuple(members)
+
+
+def test_report_tables_plots_and_weights(experiment):
+    root, members, result = experiment
+    out = root / "experiment"
+    for name in ("report.json", "report.md", "attribution-r-matrix.png", "attribution-tsne.png", "classifier.safetensors", "prnu.npz"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "report.json").read_text())
+    assert set(saved["cnn"]["crop"]) >= {"all", "x2", "x4", "l1", "gan", "srvgg"}
+    assert set(saved["prnu"]["triplets_crop"]) == {"srvgg-x2-l1", "srvgg-x4-gan"}
+    # four independently initialised random networks leave strong fingerprints: PRNU separates them
+    assert saved["prnu"]["crop"]["all"]["accuracy"] >= 0.9
+    r = np.array(saved["r_matrix"])
+    assert r.shape == (4, 4) and np.allclose(np.diag(r), 1.0)
+    assert "GAN more distinctive than L1" in (out / "report.md").read_text()
+    assert load_classifier(out / "classifier.safetensors").labels.models == tuple(m.name for m in members)
+
+
+def test_attribute_image_ranks_every_model(experiment, photo):
+    root, members, _ = experiment
+    from desra.imageio import read_image
+
+    image = read_image(root / "dataset" / "toy-x4-gan-s1" / "chelsea.png").rgb
+    result = attribute_image(image, root / "experiment")
+    assert sorted(name for name, _ in result.ranking) == sorted(m.name for m in members)
+    assert sum(p for _, p in result.ranking) == pytest.approx(1.0, abs=1e-4)
+    assert set(result.scale) == {"x2", "x4"} and set(result.loss) == {"gan", "l1"}
+    assert result.prnu_ranking[0][0] == "toy-x4-gan-s1"
+
+
+def test_predict_cli_json(experiment, capsys):
+    root, _, _ = experiment
+    code = main(["attribute", "predict", str(root / "dataset" / "toy-x2-l1-s2" / "chelsea.png"), "--experiment", str(root / "experiment"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and len(out["ranking"]) == 4 and out["crops"] > 1
+
+
+def test_r_matrix_on_hand_made_clusters():
+    # two tight clusters 10 apart: intra ~0, inter 10 -> R ~0; identical clusters -> R = 1
+    a = np.array([[0.0, 0.0], [0.0, 0.1]])
+    b = a + [10.0, 0.0]
+    r = r_matrix(np.concatenate([a, b]), np.array([0, 0, 1, 1]), 2)
+    assert r[0, 1] == pytest.approx(0.1 / 10.0, rel=0.01)
+    assert r[0, 0] == pytest.approx(1.0)
+
+
+def test_triplet_accuracy_restricts_to_seed_siblings():
+    members = [
+        ZooMember("a-s1", "", "srvgg", 4, "gan", 1, ""),
+        ZooMember("a-s2", "", "srvgg", 4, "gan", 2, ""),
+        ZooMember("b-s1", "", "srvgg", 2, "l1", 1, ""),
+    ]
+    # the top score is the non-sibling b-s1, but among siblings a-s1 wins
+    scores = np.array([[0.3, 0.1, 0.6]])
+    table = triplet_accuracy(scores, np.array([0]), members)
+    assert table == {"srvgg-x4-gan": {"accuracy": 1.0, "n": 1, "chance": 0.5}}
+
+
+def test_vote_groups_chunks_by_key():
+    scores = np.arange(10, dtype=float).reshape(5, 2)
+    voted, keys = vote_groups(scores, ["a", "a", "a", "b", "b"], size=2)
+    assert keys == ["a", "a", "b"]
+    np.testing.assert_allclose(voted[0], [1.0, 2.0])
