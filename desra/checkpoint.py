@@ -259,6 +259,12 @@ def load_model(
         except UnknownNameError:
             if path.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES) or os.sep in text:
                 raise CheckpointError(f"checkpoint {path} does not exist") from None
+            pairs = {p.name: p for p in registry.list_pairs()}
+            if text in pairs:
+                raise UnknownNameError(
+                    f"{text!r} is a pair, not a model; load one side ({pairs[text].mse} = mse, "
+                    f"{pairs[text].gan} = gan) or both with load_pair({text!r})"
+                ) from None
             known = ", ".join(m.id for m in registry.list_models())
             raise UnknownNameError(
                 f"{text!r} is neither a checkpoint file nor a registered model; registered: {known}"

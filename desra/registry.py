@@ -54,6 +54,7 @@ _REQUIRED = {"architecture", "arch_params", "scale", "role", "url", "filename", 
 
 def parse_registry(text: str, source: str = "models.toml") -> tuple[dict[str, ModelEntry], dict[str, PairEntry]]:
     """Parse registry TOML -> (models by id, pairs by name); ConfigError/RegistryError on bad entries."""
+    _check_duplicates(text, source)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -88,7 +89,7 @@ def parse_registry(text: str, source: str = "models.toml") -> tuple[dict[str, Mo
 
 
 def _check_duplicates(text: str, source: str) -> None:
-    # tomllib already rejects a repeated table header; this makes the error say what the registry means.
+    # tomllib would reject a repeated table header as a syntax error; say what it means for a registry.
     seen: set[str] = set()
     for line in text.splitlines():
         line = line.strip()
@@ -102,7 +103,6 @@ def _check_duplicates(text: str, source: str) -> None:
 @functools.lru_cache(maxsize=1)
 def _load() -> tuple[dict[str, ModelEntry], dict[str, PairEntry]]:
     text = resources.files("desra").joinpath("data/models.toml").read_text(encoding="utf-8")
-    _check_duplicates(text, "desra/data/models.toml")
     return parse_registry(text, "desra/data/models.toml")
 
 

@@ -154,6 +154,8 @@ def test_unrecognised_and_broken_files(tmp_path):
             read_state_dict(tmp_path / name)
     with pytest.raises(UnknownNameError, match="RealESRGAN_x4plus"):
         load_model("no-such-model")
+    with pytest.raises(UnknownNameError, match="load_pair"):
+        load_model("realesrgan-x4")
 
 
 def test_registered_but_absent_model_says_how_to_get_it(cache_home):
