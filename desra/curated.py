@@ -115,8 +115,8 @@ def check_scale(lr_shape: tuple[int, ...], sr_shape: tuple[int, ...], scale: int
     if tuple(sr_shape[:2]) != expected:
         raise PairMismatchError(
             f"{what} is {sr_shape[1]}x{sr_shape[0]} but the LR image is {lr_shape[1]}x{lr_shape[0]} and the set is "
-            f"x{scale}, so it must be exactly {expected[1]}x{expected[0]}; use SR outputs of this LR image made by "
-            f"a x{scale} model (or a set of the model's scale)"
+            f"x{scale}, so it must be exactly {expected[1]}x{expected[0]}; SR outputs and masks must come from this LR "
+            f"image at the set's scale (make a separate set for a model of another scale)"
         )
 
 
