@@ -56,7 +56,7 @@ def run(args) -> int:
             print(f"desra: error: {len(result.failed)} of {len(result.failed) + len(result.written)} images failed", file=sys.stderr)
             return 2
         return 0
-    if target.is_dir():
+    if target.is_dir() or not target.suffix:  # an output folder (existing, or named without an extension)
         target = target / source.name
     image = read_image(source)
     with tqdm(desc="tiles", unit="tile", disable=args.tile is None) as bar:
