@@ -276,7 +276,7 @@ def finetune(
     from desra.atomic import atomic_write_text
     from desra.checkpoint import load_model, load_pair, save_basicsr, save_model
     from desra.curated import open_set
-    from desra.training import resolve_device, train
+    from desra.training import latest_checkpoint, resolve_device, train
 
     if bool(config.pair) == bool(config.model):
         raise ConfigError("give exactly one of --pair NAME or --model GAN_CKPT")
@@ -286,6 +286,11 @@ def finetune(
             "have yet; run one process (--device cuda) instead"
         )
     out = Path(config.out).expanduser().resolve()
+    if not resume and latest_checkpoint(out) is not None:
+        raise ConfigError(
+            f"{out} already holds a fine-tune (newest checkpoint {latest_checkpoint(out).name}); pass --resume to "
+            "continue it or choose a new --out folder"
+        )
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
 
