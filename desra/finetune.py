@@ -194,42 +194,31 @@ def _pair_discriminator(pair: str) -> Path | None:
 
 
 def build_discriminator(path: str | os.PathLike | None):
-    """Load a discriminator checkpoint (desra metadata or basicsr U-Net SN keys), or a fresh U-Net SN D when None -> (module, description)."""
+    """Load basicsr's U-Net SN discriminator from a checkpoint (any desra/basicsr layout), or a fresh one when None -> (module, description)."""
     from desra import basicsr_adapter
     from desra.checkpoint import read_state_dict
 
     if path is None:
-        return basicsr_adapter.unet_discriminator_sn(num_in_ch=3, num_feat=64, skip_connection=True), {
-            "architecture": "unet_sn", "arch_params": {"num_in_ch": 3, "num_feat": 64, "skip_connection": True}, "source": "fresh"}
+        params = {"num_in_ch": 3, "num_feat": 64, "skip_connection": True}
+        return basicsr_adapter.unet_discriminator_sn(**params), {"architecture": "unet_sn", "arch_params": params, "source": "fresh"}
     state_dict, metadata = read_state_dict(path)
-    architecture = metadata.get("architecture")
-    params = dict(metadata.get("arch_params") or {})
-    if architecture in (None, "unet_sn", "unet_discriminator_sn") and "conv0.weight" in state_dict:
-        params = params or {"num_in_ch": int(state_dict["conv0.weight"].shape[1]),
-                            "num_feat": int(state_dict["conv0.weight"].shape[0]), "skip_connection": True}
-        module = basicsr_adapter.unet_discriminator_sn(**params)
-        architecture = "unet_sn"
-    else:
-        module = _zoo_discriminator(architecture, params, path)
+    if "conv0.weight" not in state_dict or "conv9.weight" not in state_dict:
+        raise CheckpointError(
+            f"{path} is not basicsr's UNetDiscriminatorSN (no conv0/conv9 weights; keys start {sorted(state_dict)[:4]}); "
+            "desra fine-tunes with that discriminator (Real-ESRGAN's), or a fresh one when --disc is left out"
+        )
+    # The zoo records the builder's options as extra metadata; otherwise read them off the weights.
+    params = dict((metadata.get("extra") or {}).get("discriminator_params") or {
+        "num_in_ch": int(state_dict["conv0.weight"].shape[1]),
+        "num_feat": int(state_dict["conv0.weight"].shape[0]),
+        "skip_connection": True,
+    })
+    module = basicsr_adapter.unet_discriminator_sn(**params)
     try:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
-        raise CheckpointError(f"discriminator {path} does not fit {architecture} {params}: {str(error)[:300]}") from None
-    return module, {"architecture": architecture, "arch_params": params, "source": str(path)}
-
-
-def _zoo_discriminator(architecture: str | None, params: dict[str, Any], path: Path):
-    # Discriminators other than basicsr's U-Net are defined by the zoo, which trained them.
-    try:
-        from desra.zoo import build_discriminator as zoo_build
-    except ImportError:
-        zoo_build = None
-    if zoo_build is None or architecture is None:
-        raise CheckpointError(
-            f"cannot tell which discriminator {path} holds (metadata architecture {architecture!r}); "
-            "desra reads basicsr's UNetDiscriminatorSN keys and discriminators saved by desra with metadata"
-        )
-    return zoo_build(architecture, params)
+        raise CheckpointError(f"discriminator {path} does not fit UNetDiscriminatorSN {params}: {str(error)[:300]}") from None
+    return module, {"architecture": "unet_sn", "arch_params": params, "source": str(path)}
 
 
 def _drop_corrupt_checkpoints(out: Path, emit: Callable[[dict[str, Any]], None]) -> None:

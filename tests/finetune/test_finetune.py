@@ -157,3 +157,27 @@ def test_finetune_job_runs_through_the_runner(shared_set, tiny_models, tmp_path)
     assert done.state == "done", store.log(job.id)
     assert (done.out / "model.safetensors").is_file()
     assert any(e.get("iter") == 2 and "losses" in e for e in store.events(job.id))
+
+
+def test_discriminator_loads_from_the_zoo_layout_and_refuses_others(tmp_path):
+    import torch
+
+    from desra import basicsr_adapter
+    from desra.checkpoint import describe, save_model
+    from desra.errors import CheckpointError
+    from desra.finetune import build_discriminator
+
+    params = {"num_in_ch": 3, "num_feat": 8, "skip_connection": True}
+    torch.manual_seed(0)
+    disc = basicsr_adapter.unet_discriminator_sn(**params).eval()
+    generator_params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 4, "act_type": "prelu"}
+    # The zoo saves its discriminator with the generator's descriptor and the D options as extra metadata.
+    path = save_model(tmp_path / "disc.safetensors", disc, describe("srvgg", generator_params, name="d"),
+                      extra_metadata={"discriminator": "UNetDiscriminatorSN", "discriminator_params": params})
+    loaded, info = build_discriminator(path)
+    x = torch.rand(1, 3, 32, 32)
+    assert info["arch_params"] == params and torch.allclose(loaded.eval()(x), disc(x))
+    generator = save_model(tmp_path / "gen.safetensors", basicsr_adapter.srvgg(**generator_params),
+                           describe("srvgg", generator_params, name="g"))
+    with pytest.raises(CheckpointError, match="UNetDiscriminatorSN"):
+        build_discriminator(generator)
