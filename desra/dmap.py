@@ -67,7 +67,7 @@ def local_std(
     img: np.ndarray, window: int = 11, sigma: float = 1.5, kind: str = "gaussian", data_range: float = 1.0
 ) -> np.ndarray:
     """Per-channel local standard deviation (DeSRA Eq. 3): ``(H, W, C)`` -> valid ``(H-2r, W-2r, C)`` float32."""
-    return np.sqrt(_local_var(_clamped(img, data_range, np.float32), window, sigma, kind, data_range))
+    return np.sqrt(_local_var(np.asarray(img), window, sigma, kind, data_range))
 
 
 def _blur64(x: np.ndarray, window: int, sigma: float, kind: str) -> np.ndarray:
@@ -91,6 +91,7 @@ def _local_var(img: np.ndarray, window: int, sigma: float, kind: str, data_range
     # 2-D window of the reference); the D arithmetic after them is float32. cv2's element-wise
     # functions are used because they are multi-threaded and SIMD, numpy's are not.
     x = img.astype(np.float64)
+    np.clip(x, 0.0, data_range, out=x)
     mean = _blur64(x, window, sigma, kind)
     sq = _blur64(cv2.multiply(x, x), window, sigma, kind)
     var = cv2.subtract(sq, cv2.multiply(mean, mean))[r:-r, r:-r].astype(np.float32)
@@ -127,8 +128,8 @@ def d_map(
 
     def strip(y0: int) -> None:
         y1 = min(y0 + STRIP_ROWS, h)
-        vx = _local_var(_clamped(mse[y0 : y1 + 2 * r], data_range, np.float32), window, sigma, kind, data_range)
-        vy = _local_var(_clamped(gan[y0 : y1 + 2 * r], data_range, np.float32), window, sigma, kind, data_range)
+        vx = _local_var(mse[y0 : y1 + 2 * r], window, sigma, kind, data_range)
+        vy = _local_var(gan[y0 : y1 + 2 * r], window, sigma, kind, data_range)
         # DeSRA Eq. 7 with C in numerator and denominator as in the authors' script; 2*sx*sy is
         # computed as 2*sqrt(vx*vy) to take one square root instead of two.
         num = cv2.sqrt(cv2.multiply(vx, vy))
