@@ -7,8 +7,9 @@ flagged area is still flagged). Removal rate: labelled/flagged artifact regions 
 misses entirely; addition rate: images where the new detection reaches outside B
 (:func:`desra.metrics.removal_addition`).
 
-Outputs in ``RUN/evaluation/``: ``report.json``, ``report.md`` and ``gallery/<item>.png`` (GAN-SR
-before | after, each with its detection outlined in red, and the MSE-SR).
+Outputs in ``RUN/evaluation/``: ``report.json``, ``report.md``, ``gallery/<item>.png`` (GAN-SR
+before | after, each with its detection outlined in red, and the MSE-SR) and ``after/<item>.png``
+(the fine-tuned model's full SR output, for before/after sliders).
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def evaluate_run(
     tuned = load_model(model_path, role="gan", device=device)
     out = run / "evaluation"
     (out / "gallery").mkdir(parents=True, exist_ok=True)
+    (out / "after").mkdir(parents=True, exist_ok=True)
     befores, afters, refs, names, rows = [], [], [], [], []
     for index, item in enumerate(items):
         arrays = curated.load(item.id)
@@ -112,6 +114,7 @@ def evaluate_run(
         reference = arrays.label if arrays.label is not None else before
         gallery = out / "gallery" / f"{item.id}.png"
         write_image(gallery, gallery_panel(arrays.gan, before, gan_after, after, arrays.mse))
+        write_image(out / "after" / f"{item.id}.png", gan_after)
         befores.append(before)
         afters.append(after)
         refs.append(reference)

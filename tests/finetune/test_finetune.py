@@ -143,6 +143,7 @@ def test_evaluate_run_writes_reports_and_gallery(finished_run):
     assert "removal rate" in (out / "evaluation" / "report.md").read_text()
     for row in report["per_item"]:
         assert (out / "evaluation" / row["gallery"]).is_file()
+        assert (out / "evaluation" / "after" / f"{row['id']}.png").is_file()
 
 
 def test_finetune_job_runs_through_the_runner(shared_set, tiny_models, tmp_path):
