@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from desra.errors import ConfigError, PairMismatchError
-from desra.regions import Region
+
+if TYPE_CHECKING:  # numpy stays out of `desra --help`, which reads METHODS from here
+    import numpy as np
+
+    from desra.regions import Region
 
 METHODS = ("desra", "desra-nosem", "absolute-d", "ldl", "ssim")
 SEGMENT_ON = ("mse", "gan")
@@ -155,6 +157,8 @@ class Detection:
 
 
 def _as_image(x: np.ndarray, what: str) -> np.ndarray:
+    import numpy as np
+
     x = np.asarray(x)
     if x.ndim != 3 or x.shape[-1] != 3:
         raise PairMismatchError(f"{what} image has shape {x.shape}; expected (H, W, 3) RGB float in [0, 1]")
@@ -201,6 +205,8 @@ def detect_artifacts(
     ``class_weights`` defaults to the authors' table; ``segmenter_note`` says why there is no
     segmenter (it is reported when semantics do not run).
     """
+    import numpy as np
+
     from desra import semantic
     from desra.morphology import clean_mask, effective_min_area
     from desra.regions import rank_regions
