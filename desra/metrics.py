@@ -260,7 +260,8 @@ def mask_stem(path: Path) -> str:
 
 def _index(folder: Path, what: str) -> dict[str, Path]:
     """Stem -> mask file. Detection folders also hold overlays and reports, so when any
-    ``*_mask.*`` file is present only those count; for labels a labelme .json wins over an image."""
+    ``*_mask.*`` file is present only those count; in a label folder with labelme .json files only
+    those (and ``*_mask.*`` images) count, since labelme keeps the photos beside them."""
     if not folder.is_dir():
         raise DesraError(f"{what} folder {folder} does not exist or is not a folder")
     files = [
@@ -270,6 +271,9 @@ def _index(folder: Path, what: str) -> dict[str, Path]:
     ]
     if any(p.stem.endswith(MASK_SUFFIX) for p in files) and what != "labels":
         files = [p for p in files if p.stem.endswith(MASK_SUFFIX)]
+    if what == "labels" and any(p.suffix.lower() == ".json" for p in files):
+        # labelme keeps photos beside their .json files: those photos are not masks.
+        files = [p for p in files if p.suffix.lower() == ".json" or p.stem.endswith(MASK_SUFFIX)]
     found: dict[str, Path] = {}
     for path in files:
         key = mask_stem(path)

@@ -138,6 +138,8 @@ def test_eval_labelme_and_removal_rates(tmp_path, capsys):
     (gt_dir / "img.json").write_text(json.dumps({"version": "6.3.1", "flags": {}, "shapes": shapes,
                                                  "imagePath": "img.png", "imageData": None,
                                                  "imageHeight": 60, "imageWidth": 80}))
+    write_image(gt_dir / "img.png", np.full((60, 80, 3), 0.9, np.float32))  # the photo labelme keeps beside it
+    write_image(gt_dir / "unlabelled.png", np.full((60, 80, 3), 0.9, np.float32))  # not a mask either
     write_mask(before / "img_mask.png", labels)
     fixed = np.zeros_like(labels)
     fixed[15:20, 15:20] = True  # first artifact partly remains, second removed, nothing added
