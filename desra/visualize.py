@@ -60,7 +60,7 @@ def heatmap(d: np.ndarray, vmin: float = 0.0, vmax: float = 1.0, *, cmap: str = 
     h, w = d.shape
     scaled = np.clip((np.asarray(d, np.float32) - vmin) / (vmax - vmin), 0.0, 1.0)
     body = _colormap(scaled, cmap)
-    bar_w, gap, text_w = max(12, w // 40), 6, 48
+    bar_w, gap, text_w = max(12, w // 40), 6, 60
     canvas = np.full((h, w + gap + bar_w + text_w, 3), 255, dtype=np.uint8)
     canvas[:, :w] = body
     ramp = np.linspace(1.0, 0.0, h, dtype=np.float32)[:, None].repeat(bar_w, axis=1)
@@ -74,7 +74,8 @@ def heatmap(d: np.ndarray, vmin: float = 0.0, vmax: float = 1.0, *, cmap: str = 
         ty = min(max(y + 4, _TEXT_HEIGHT - 4), h - 2)
         _text(canvas, f"{vmin + frac * (vmax - vmin):.2f}", x0 + bar_w + 4, ty)
     if h >= 3 * _TEXT_HEIGHT:
-        _text(canvas, label, x0 + bar_w + 4, h // 2 + 4)
+        # Right of the tick labels, between two ticks, so it never overlaps a number.
+        _text(canvas, label[:2], x0 + bar_w + 40, int(round(0.375 * (h - 1))) + 4)
     return canvas
 
 
