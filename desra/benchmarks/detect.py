@@ -76,7 +76,7 @@ def detect_full(ctx: BenchContext) -> list[BenchResult]:
     for side in ((512,) if ctx.quick else (1024, 2048)):
         mse, gan = _pair(side)
         config = DetectConfig(device=ctx.device if ctx.device.startswith("cuda") else "cpu")
-        seconds = median_seconds(lambda: detect_artifacts(mse, gan, config), ctx.repeats)
+        seconds = median_seconds(lambda m=mse, g=gan, c=config: detect_artifacts(m, g, c), ctx.repeats)
         mpix = side * side / 1e6
         results.append(BenchResult("s_per_output_mpix", seconds / mpix, "s/MP", {"size": f"{side}x{side}", "device": config.device}))
     return results
