@@ -67,3 +67,13 @@ def test_bad_inputs_raise_typed_errors(photo):
         d_map(img, img, window=10)
     with pytest.raises(ConfigError):
         d_map(img, img, kind="median")
+
+
+def test_torch_path_on_cuda_matches_reference(photo, pair_maker):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device here; the CPU torch path is checked above")
+    img = photo("rocket")
+    mse, gan, _ = pair_maker(img, [(30, 140, 240, 380)])
+    assert np.abs(d_map_torch(mse, gan, device="cuda") - d_map_reference(mse, gan)).max() <= 1e-4
