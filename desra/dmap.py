@@ -15,6 +15,8 @@ colour patches that would otherwise read as texture) and return the 'valid' map 
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from desra.errors import ConfigError, PairMismatchError
@@ -125,17 +127,55 @@ def d_map(
     c = float((C_FACTOR * data_range) ** 2)
     channel_mean = np.full((1, mse.shape[-1]), 1.0 / mse.shape[-1], dtype=np.float32)
     out = np.empty((h, w), dtype=np.float32)
+    gauss = kind == "gaussian"
+    local = threading.local()
+
+    def buffers(rows: int) -> dict[str, np.ndarray]:
+        # Per-thread scratch arrays reused across strips: fresh multi-MB temporaries would be
+        # mapped and page-faulted anew on every call, which cost as much as the filtering.
+        cached = getattr(local, "bufs", None)
+        if cached is None or cached["x"].shape[0] != rows:
+            shape64 = (rows, mse.shape[1], mse.shape[2])
+            cached = {name: np.empty(shape64, np.float64) for name in ("x", "m", "sq")}
+            cached["vx"] = np.empty((rows - 2 * r, w, mse.shape[2]), np.float32)
+            cached["vy"] = np.empty_like(cached["vx"])
+            cached["num"] = np.empty_like(cached["vx"])
+            local.bufs = cached
+        return cached
+
+    def variance(src: np.ndarray, bufs: dict[str, np.ndarray], dst: np.ndarray) -> None:
+        x, m, sq = bufs["x"], bufs["m"], bufs["sq"]
+        # float64 moments: see _local_var for why float32 is not enough.
+        np.copyto(x, src)
+        np.clip(x, 0.0, data_range, out=x)
+        if gauss:
+            cv2.GaussianBlur(x, (window, window), sigma, dst=m, sigmaY=sigma)
+            cv2.multiply(x, x, dst=x)
+            cv2.GaussianBlur(x, (window, window), sigma, dst=sq, sigmaY=sigma)
+        else:
+            cv2.boxFilter(x, cv2.CV_64F, (window, window), dst=m, normalize=True)
+            cv2.multiply(x, x, dst=x)
+            cv2.boxFilter(x, cv2.CV_64F, (window, window), dst=sq, normalize=True)
+        cv2.multiply(m, m, dst=m)
+        cv2.subtract(sq, m, dst=sq)
+        np.copyto(dst, sq[r:-r, r:-r], casting="same_kind")
+        np.maximum(dst, 0.0, out=dst)
 
     def strip(y0: int) -> None:
         y1 = min(y0 + STRIP_ROWS, h)
-        vx = _local_var(mse[y0 : y1 + 2 * r], window, sigma, kind, data_range)
-        vy = _local_var(gan[y0 : y1 + 2 * r], window, sigma, kind, data_range)
+        bufs = buffers(y1 - y0 + 2 * r)
+        vx, vy = bufs["vx"], bufs["vy"]
+        variance(mse[y0 : y1 + 2 * r], bufs, vx)
+        variance(gan[y0 : y1 + 2 * r], bufs, vy)
         # DeSRA Eq. 7 with C in numerator and denominator as in the authors' script; 2*sx*sy is
         # computed as 2*sqrt(vx*vy) to take one square root instead of two.
-        num = cv2.sqrt(cv2.multiply(vx, vy))
-        num = cv2.addWeighted(num, 2.0, num, 0.0, c)
-        den = cv2.addWeighted(vx, 1.0, vy, 1.0, c)
-        out[y0:y1] = cv2.transform(cv2.divide(num, den), channel_mean).reshape(y1 - y0, w)
+        num = bufs["num"]
+        cv2.multiply(vx, vy, dst=num)
+        cv2.sqrt(num, dst=num)
+        cv2.addWeighted(num, 2.0, num, 0.0, c, dst=num)
+        cv2.addWeighted(vx, 1.0, vy, 1.0, c, dst=vx)
+        cv2.divide(num, vx, dst=num)
+        out[y0:y1] = cv2.transform(num, channel_mean).reshape(y1 - y0, w)
 
     # OpenCV parallelises a filter over the rows of one call, not over calls; small strips run
     # single-threaded, so the strips themselves are spread over threads (OpenCV releases the GIL).
