@@ -157,6 +157,8 @@ def _check_inputs(model: SRModel, image: np.ndarray, tile: int | None, overlap: 
         raise ImageError(
             f"upscale expects an (H, W, {model.descriptor.in_channels}) float image in [0, 1], got {got}"
         )
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ImageError(f"upscale expects a float image in [0, 1], got {image.dtype}; convert with image / 255.0")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageError(f"upscale got an empty image of shape {image.shape}")
     if tile is not None and tile < MIN_TILE:

@@ -133,6 +133,8 @@ def test_cuda_half_falls_back_to_fp32_when_not_finite(sharp_model, crop):
 def test_bad_arguments(sharp_model, crop):
     with pytest.raises(ImageError):
         upscale(sharp_model, crop[..., 0])
+    with pytest.raises(ImageError, match="uint8"):
+        upscale(sharp_model, (crop * 255).astype(np.uint8))
     with pytest.raises(ConfigError):
         upscale(sharp_model, crop, tile=4)
     if not torch.cuda.is_available():
