@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gan-model", default=None, help="instead of --pair: GAN-SR checkpoint")
     parser.add_argument("--disc", default=None, help="discriminator checkpoint (default: the pair's)")
     parser.add_argument("--iters", type=int, default=1000)
-    parser.add_argument("--patch", type=int, default=128)
+    # CPU-sized defaults: the embedded GAN model itself was trained on 64 px HR crops, batch 4.
+    parser.add_argument("--patch", type=int, default=64)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--save-every", type=int, default=100)
     parser.add_argument("--device", default="cpu")
