@@ -14,7 +14,7 @@ class AppContext:
     workspace: Path
     """Absolute folder that holds everything the dashboard writes and the only folder it serves files from."""
     current: Any = None
-    """``gr.State`` with the per-user current detection (a dict of paths, see ``ui.tabs.detect``), shared by Detect and Correct (its ``.change`` event tells Correct to reload)."""
+    """``gr.State`` with the per-user current detection (a dict of paths, see ``ui.tabs.detect``), shared by Detect and Correct."""
 
     @property
     def detections_dir(self) -> Path:

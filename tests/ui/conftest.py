@@ -85,8 +85,24 @@ def server(workspace, tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        _stop_job_workers(workspace)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shutil.copy(log_path, ARTIFACTS / "server.log")
+
+
+def _stop_job_workers(workspace: Path) -> None:
+    """Stop the detached job workers the test server started (their jobs die with them)."""
+    import signal
+
+    from desra.jobs import JobStore
+
+    if not (workspace / "jobs" / "jobs.db").exists():
+        return
+    for worker in JobStore(workspace).workers():
+        try:
+            os.kill(worker.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture(scope="session")
@@ -116,14 +132,15 @@ def page(browser, server):
 
 @pytest.fixture
 def save_screenshot():
-    """``save_screenshot(page, name)``: full-page PNG into test-artifacts/ui (and $DESRA_SAVE_SCREENSHOTS as ui-<name>.png)."""
+    """``save_screenshot(page, name)``: full-page PNG test-artifacts/ui/ui-<name>.png, copied into
+    ``$DESRA_SAVE_SCREENSHOTS`` (e.g. docs/images) unless ``publish=False``."""
 
-    def save(page, name: str) -> Path:
+    def save(page, name: str, *, publish: bool = True) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"ui-{name}.png"
         page.screenshot(path=str(path), full_page=True)
         extra = os.environ.get("DESRA_SAVE_SCREENSHOTS")
-        if extra:
+        if extra and publish:
             target = (ROOT / extra) if not Path(extra).is_absolute() else Path(extra)
             target.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, target / path.name)
@@ -150,3 +167,38 @@ def corrupt_png(tmp_path) -> Path:
     path = tmp_path / "broken.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"not really an image" * 20)
     return path
+
+
+@pytest.fixture(scope="session")
+def model_pair(tmp_path_factory) -> dict:
+    """How the tests pick a model pair: the embedded ``desra-demo-x4`` when its weights are here,
+    else a tiny random-init SRVGG x4 pair desra saves itself, uploaded as checkpoints."""
+    from desra import registry
+
+    pair = registry.get_pair("desra-demo-x4")
+    if registry.is_present(registry.get_model(pair.mse)) and registry.is_present(registry.get_model(pair.gan)):
+        return {"choice": "desra-demo-x4"}
+    import torch
+
+    from desra.archs import get_arch
+    from desra.checkpoint import describe, save_model
+
+    folder = tmp_path_factory.mktemp("tiny-pair")
+    params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 16, "num_conv": 4, "upscale": 4, "act_type": "prelu"}
+    torch.manual_seed(0)
+    paths = {}
+    for role in ("mse", "gan"):
+        paths[role] = folder / f"tiny-{role}.safetensors"
+        save_model(paths[role], get_arch("srvgg").build(params), describe("srvgg", params, name=f"tiny-{role}", role=role))
+    return {"choice": "uploaded checkpoints", **paths}
+
+
+@pytest.fixture
+def choose():
+    """``choose(page, label, option)``: pick ``option`` in the Gradio dropdown labelled ``label``."""
+
+    def pick(page, label: str, option: str) -> None:
+        page.get_by_role("combobox", name=label).click()
+        page.get_by_role("option", name=option, exact=True).click()
+
+    return pick

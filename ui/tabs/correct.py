@@ -1,14 +1,16 @@
 """Dashboard tab "Correct": fix the detected mask by hand and save the item to the curated set.
 
-The editor shows the GAN-SR image with one fixed layer, the mask, in translucent red: brush adds,
-the eraser removes. Unticking a region clears its box. labelme JSON goes both ways, for people who
-label in labelme. Saving stores LR, MSE-SR, GAN-SR, the mask and its pseudo-GT (DeSRA Eq. 10) in
-the workspace's curated set.
+The editor shows the GAN-SR image with the current mask tinted yellow; on its one fixed layer the
+red brush adds to the mask, the blue brush removes from it, the eraser takes strokes back (see
+``ui.editor_mask``). Unticking a region clears its box. labelme JSON goes both ways, for people
+who label in labelme. Saving stores LR, MSE-SR, GAN-SR, the mask and its pseudo-GT (DeSRA Eq. 10)
+in the workspace's curated set.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,12 @@ from ui.context import AppContext
 NO_ITEM = "Nothing to correct yet: run **Detect** first; its result appears here."
 
 
-def build(ctx: AppContext) -> None:
-    """Lay out the tab's components inside the enclosing `gr.Tab`."""
+def build(ctx: AppContext):
+    """Lay out the tab's components inside the enclosing `gr.Tab`; returns its on-open loader (fn, inputs, outputs)."""
     import gradio as gr
 
     from ui.common import library_gaps, not_available_markdown
-    from ui.editor_mask import BRUSH_COLOR
+    from ui.editor_mask import ADD_COLOR, REMOVE_COLOR
 
     gaps = library_gaps("desra.curated:create_set", "desra.imageio:read_image", "desra.labelme_io:write_labelme")
     if gaps:
@@ -35,14 +37,14 @@ def build(ctx: AppContext) -> None:
     with gr.Row():
         with gr.Column(scale=3):
             editor = gr.ImageEditor(
-                label="Mask over the GAN-SR image: brush adds, eraser removes",
+                label="GAN-SR image, mask in yellow: red brush adds, blue brush removes, eraser undoes strokes",
                 type="numpy",
                 image_mode="RGBA",
                 sources=(),
                 transforms=(),
-                brush=gr.Brush(colors=[BRUSH_COLOR], default_color=BRUSH_COLOR, color_mode="fixed"),
+                brush=gr.Brush(colors=[ADD_COLOR, REMOVE_COLOR], default_color=ADD_COLOR, color_mode="fixed"),
                 eraser=gr.Eraser(),
-                layers=gr.LayerOptions(allow_additional_layers=False, layers=["mask"]),
+                layers=gr.LayerOptions(allow_additional_layers=False, layers=["strokes"]),
                 format="png",
                 height=620,
                 elem_id="correct-editor",
@@ -59,17 +61,21 @@ def build(ctx: AppContext) -> None:
                 labelme_out = gr.File(label="labelme JSON", interactive=False)
 
     saved_items = gr.State({})  # detection folder -> curated item id, so a second save updates that item
+    loaded = gr.State(None)  # detection folder now in the editor
+    base = gr.State(None)  # mask PNG the strokes apply to: the detection, less unticked regions, or an import
 
-    ctx.current.change(guarded(_load), [ctx.current], [info, editor, regions], api_visibility="private")
-    regions.input(guarded(_apply_regions), [ctx.current, regions], [editor], api_visibility="private")
-    labelme_in.upload(guarded(_import_labelme), [ctx.current, labelme_in], [editor], api_visibility="private")
-    export.click(guarded(_export_labelme), [ctx.current, editor], [labelme_out], api_visibility="private")
+    regions.input(guarded(_apply_regions), [ctx.current, regions], [editor, base], api_visibility="private")
+    labelme_in.upload(guarded(_import_labelme), [ctx.current, labelme_in], [editor, base], api_visibility="private")
+    export.click(guarded(_export_labelme), [ctx.current, base, editor], [labelme_out], api_visibility="private")
     save.click(
-        guarded(lambda cur, ed, sp, ids: _save(ctx, cur, ed, sp, ids)),
-        [ctx.current, editor, split, saved_items],
+        guarded(lambda cur, b, ed, sp, ids: _save(ctx, cur, b, ed, sp, ids)),
+        [ctx.current, base, editor, split, saved_items],
         [saved_items, saved, saved_mask],
         api_visibility="private",
     )
+    # The editor is filled when the tab opens (a canvas filled while its tab is hidden stays
+    # blank), and only when Detect made a new result, so tab switches keep unsaved brushing.
+    return guarded(_load), [ctx.current, loaded], [info, editor, regions, loaded, base]
 
 
 def _require(current: dict | None) -> dict:
@@ -86,23 +92,35 @@ def _detected_mask(current: dict) -> np.ndarray:
     return read_mask(Path(current["folder"]) / "mask.png")
 
 
-def _editor_value(current: dict, mask: np.ndarray) -> dict[str, Any]:
-    from ui.editor_mask import mask_to_layer
+def _start(current: dict, mask: np.ndarray, name: str) -> tuple[dict[str, Any], str]:
+    """Save ``mask`` as the base the strokes apply to; -> (editor value with the mask tinted in, base path)."""
+    from desra import visualize
+    from desra.imageio import read_image, write_mask
+    from ui.common import write_picture
 
-    return {"background": str(Path(current["folder"]) / "gan.png"), "layers": [mask_to_layer(mask)], "composite": None}
+    folder = Path(current["folder"])
+    token = uuid.uuid4().hex[:6]  # a new name per change: the browser must not show a cached older view
+    base = folder / f"{name}-{token}.png"
+    write_mask(base, mask)
+    background = folder / f"{name}-{token}_view.png"
+    write_picture(background, visualize.overlay(read_image(folder / "gan.png").rgb, mask, color=(255, 210, 0)))
+    return {"background": str(background), "layers": [], "composite": None}, str(base)
 
 
-def _load(current: dict | None):
+def _load(current: dict | None, loaded: str | None):
     import gradio as gr
 
     if not current:
-        return NO_ITEM, None, gr.CheckboxGroup(choices=[], value=[])
+        return NO_ITEM, None, gr.CheckboxGroup(choices=[], value=[]), None, None
+    if current["folder"] == loaded:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     labels = [_region_label(region) for region in current["regions"]]
     info = (
         f"**{current['name']}** (x{current['scale']}, {len(labels)} detected regions). "
-        "Brush over artifacts the detector missed, erase false alarms, then save."
+        "Paint red over artifacts the detector missed, blue over false alarms, then save."
     )
-    return info, _editor_value(current, _detected_mask(current)), gr.CheckboxGroup(choices=labels, value=labels)
+    value, base = _start(current, _detected_mask(current), "base_mask")
+    return info, value, gr.CheckboxGroup(choices=labels, value=labels), current["folder"], base
 
 
 def _region_label(region: dict) -> str:
@@ -116,7 +134,7 @@ def _apply_regions(current: dict | None, accepted: list[str]):
         if _region_label(region) not in accepted:
             x0, y0, x1, y1 = region["bbox"]
             mask[y0:y1, x0:x1] = False
-    return _editor_value(current, mask)
+    return _start(current, mask, "base_mask")
 
 
 def _import_labelme(current: dict | None, upload: str | None):
@@ -125,7 +143,7 @@ def _import_labelme(current: dict | None, upload: str | None):
 
     current = _require(current)
     if not upload:
-        return _editor_value(current, _detected_mask(current))
+        return _start(current, _detected_mask(current), "base_mask")
     mask = read_gt_mask(upload)
     shape = _detected_mask(current).shape
     if mask.shape != shape:
@@ -133,30 +151,29 @@ def _import_labelme(current: dict | None, upload: str | None):
             f"the imported mask is {mask.shape[1]}x{mask.shape[0]} but the GAN-SR image is {shape[1]}x{shape[0]}; "
             "label the SR output (not the LR input) of this image"
         )
-    return _editor_value(current, mask)
+    return _start(current, mask, "imported_mask")
 
 
-def _mask_from_editor(current: dict, editor: dict | None) -> np.ndarray:
-    from ui.editor_mask import layer_to_mask
+def _mask_from_editor(current: dict, base: str | None, editor: dict | None) -> np.ndarray:
+    from desra.imageio import read_mask
+    from ui.editor_mask import corrected_mask
 
-    detected = _detected_mask(current)
+    mask = read_mask(base) if base else _detected_mask(current)
     layers = (editor or {}).get("layers") or []
-    if not layers:
-        return detected  # the editor was never touched: its layer is the detected mask
-    return layer_to_mask(layers[0], detected.shape)
+    return corrected_mask(mask, layers[0] if layers else None)
 
 
-def _export_labelme(current: dict | None, editor: dict | None) -> str:
+def _export_labelme(current: dict | None, base: str | None, editor: dict | None) -> str:
     from desra.labelme_io import write_labelme
 
     current = _require(current)
-    mask = _mask_from_editor(current, editor)
+    mask = _mask_from_editor(current, base, editor)
     path = Path(current["folder"]) / f"{current['name']}_corrected.json"
     write_labelme(path, mask, "gan.png")
     return str(path)
 
 
-def _save(ctx: AppContext, current: dict | None, editor: dict | None, split: str, saved_items: dict):
+def _save(ctx: AppContext, current: dict | None, base: str | None, editor: dict | None, split: str, saved_items: dict):
     import gradio as gr
 
     from desra.curated import create_set, open_set
@@ -164,7 +181,7 @@ def _save(ctx: AppContext, current: dict | None, editor: dict | None, split: str
 
     current = _require(current)
     folder = Path(current["folder"])
-    mask = _mask_from_editor(current, editor)
+    mask = _mask_from_editor(current, base, editor)
     edited = bool((mask != _detected_mask(current)).any())
     curated = open_set(ctx.curated_dir) if (ctx.curated_dir / "manifest.sqlite").exists() else create_set(ctx.curated_dir)
     item_id = saved_items.get(current["folder"])

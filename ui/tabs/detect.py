@@ -54,8 +54,8 @@ def build(ctx: AppContext) -> None:
                 info="DeSRA compares a GAN model with the MSE model it was fine-tuned from",
             )
             with gr.Accordion("Upload a pair", open=not pairs):
-                mse_file = gr.File(label="MSE (L1) checkpoint", file_types=[".pth", ".pt", ".safetensors"])
-                gan_file = gr.File(label="GAN checkpoint", file_types=[".pth", ".pt", ".safetensors"])
+                mse_file = gr.File(label="MSE (L1) checkpoint", file_types=[".pth", ".pt", ".safetensors"], elem_id="detect-mse")
+                gan_file = gr.File(label="GAN checkpoint", file_types=[".pth", ".pt", ".safetensors"], elem_id="detect-gan")
             segmenter = gr.Dropdown(
                 ["none", "b0", "b5"], value=default_segmenter(), allow_custom_value=True, label="Segmenter",
                 info="SegFormer ADE20K (b0 fast, b5 the paper's) or a local folder; none skips the semantic adjustment",
@@ -133,14 +133,16 @@ def _detect(
     if len(paths) > MAX_IMAGES:
         raise ConfigError(f"{len(paths)} images in one run; the dashboard takes at most {MAX_IMAGES} (run `desra detect` on a folder for more)")
     config = DetectConfig().replace(threshold=float(threshold), window=int(window), min_area=int(min_area), scale_min_area=bool(scale_area))
+    progress((0, len(paths)), desc="reading images")
+    images = [(path, _read(path)) for path in paths]  # a bad file fails before any model work
     progress((0, len(paths)), desc="loading models")
     mse_model, gan_model = pair_models(pair, mse_file, gan_file)
     segmenter, segmenter_note = segmenter_for(segmenter_spec)
     run_dir = ctx.detections_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     results = []
-    for index, path in enumerate(paths):
+    for index, (path, lr) in enumerate(images):
         results.append(
-            _detect_one(path, run_dir, mse_model, gan_model, config, segmenter, segmenter_note, pair, index, len(paths), progress)
+            _detect_one(path, lr, run_dir, mse_model, gan_model, config, segmenter, segmenter_note, pair, index, len(paths), progress)
         )
     rows = [[r["name"], f"{r['flagged']:.2%}", len(r["regions"]), "on" if r["semantics_used"] else "off"] for r in results]
     names = [r["key"] for r in results]
@@ -149,18 +151,28 @@ def _detect(
     return [*_views(results[0]), rows, gr.Dropdown(choices=names, value=names[0]), results, results[0]]
 
 
-def _detect_one(path, run_dir, mse_model, gan_model, config, segmenter, segmenter_note, pair, index, count, progress) -> dict:
-    """Run detection on one LR file, write every output into ``run_dir/<stem>/``; returns the result record."""
+def _read(path: Path):
+    """The upload's pixels; errors name the uploaded file, not Gradio's cache path."""
+    from desra.errors import ImageError
+    from desra.imageio import read_image
+
+    try:
+        return read_image(path).rgb
+    except ImageError as error:
+        raise type(error)(str(error).replace(str(path), path.name)) from error
+
+
+def _detect_one(path, lr, run_dir, mse_model, gan_model, config, segmenter, segmenter_note, pair, index, count, progress) -> dict:
+    """Detect on one LR image ``lr`` (read from ``path``), write every output into ``run_dir``; returns the result record."""
     from desra import visualize
     from desra.atomic import atomic_write_text
     from desra.detect import detect_lr
-    from desra.imageio import read_image, write_image, write_mask
+    from desra.imageio import write_image, write_mask
     from desra.labelme_io import write_labelme
     from desra.semantic import ADE20K_CLASSES
     from ui.common import gradio_progress, write_picture
 
     name = path.stem
-    lr = read_image(path).rgb
     detection, mse, gan = detect_lr(
         lr, mse_model, gan_model, config, segmenter=segmenter, segmenter_note=segmenter_note,
         extra={"image": path.name, "pair": pair},

@@ -7,11 +7,13 @@ Also registers the ``submit_job`` and ``job_status`` API endpoints for scripts.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from ui.common import guarded as _guard
 from ui.context import AppContext
+from ui.models import UPLOADED, present_pairs
 
 POLL_S = 2.0
 """Seconds between two looks at a running job."""
@@ -43,7 +45,13 @@ def build(ctx: AppContext) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             set_dir = gr.Textbox(str(ctx.curated_dir), label="Curated set folder (inside the workspace)")
-            pair = gr.Dropdown(_pair_choices(), value=_default_pair(), label="Model pair to repair (its GAN model)")
+            pairs = present_pairs()
+            pair = gr.Dropdown(
+                [*pairs, UPLOADED], value=pairs[0] if pairs else UPLOADED, label="Model to repair",
+                info="a registered pair's GAN model (its discriminator too, when shipped), or your GAN checkpoint",
+                elem_id="repair-pair",
+            )
+            gan_file = gr.File(label="GAN checkpoint (for 'uploaded checkpoints')", file_types=[".pth", ".pt", ".safetensors"], elem_id="repair-gan")
             iters = gr.Number(1000, label="Iterations", precision=0, minimum=1, info="the paper: about 1000")
             with gr.Accordion("Advanced", open=False):
                 save_every = gr.Number(100, label="Checkpoint and preview every N iterations", precision=0, minimum=1)
@@ -68,7 +76,9 @@ def build(ctx: AppContext) -> None:
         gr.Markdown("### Result")
         with gr.Row():
             with gr.Column(scale=1):
-                model_files = gr.File(label="Repaired model (safetensors with metadata; basicsr params_ema)", file_count="multiple")
+                model_files = gr.File(
+                    label="Repaired model (safetensors with metadata; basicsr params_ema)", file_count="multiple", elem_id="repair-model"
+                )
                 evaluate = gr.Button("Evaluate the repair on the val items", variant="primary")
                 metrics = gr.Dataframe(
                     headers=["metric", "value"], label="Detection before vs after (DeSRA Table 3)", interactive=False,
@@ -82,7 +92,7 @@ def build(ctx: AppContext) -> None:
 
     launch.click(
         _guard(lambda *values: _launch(ctx, *values)),
-        [set_dir, pair, iters, save_every, lr, patch, batch, device],
+        [set_dir, pair, gan_file, iters, save_every, lr, patch, batch, device],
         [job_pick],
         api_visibility="private",
     ).then(_guard(lambda j: _poll(ctx, j)), [job_pick], views, api_visibility="private")
@@ -103,34 +113,36 @@ def _store(ctx: AppContext):
     return JobStore(ctx.workspace)
 
 
-def _pair_choices() -> list[str]:
-    from ui.models import present_pairs
-
-    return present_pairs()
-
-
-def _default_pair() -> str | None:
-    choices = _pair_choices()
-    return choices[0] if choices else None
-
-
 def _job_choices(ctx: AppContext) -> list[str]:
     return [job.id for job in _store(ctx).list(limit=50) if job.kind == "finetune"]
 
 
 def _launch(
-    ctx: AppContext, set_dir: str, pair: str | None, iters: float, save_every: float, lr: float, patch: float, batch: float, device: str
+    ctx: AppContext, set_dir: str, pair: str | None, gan_file: str | None, iters: float, save_every: float,
+    lr: float, patch: float, batch: float, device: str,
 ):
+    import shutil
+
     import gradio as gr
 
     from desra.errors import ConfigError
 
-    if not pair:
-        raise ConfigError("no model pair chosen; pick the pair whose GAN model you want to repair")
-    params = {
-        "set": set_dir, "pair": pair, "iters": int(iters), "save_every": int(save_every),
+    params: dict[str, Any] = {
+        "set": set_dir, "iters": int(iters), "save_every": int(save_every),
         "lr": float(lr), "patch": int(patch), "batch": int(batch),
     }
+    if pair == UPLOADED:
+        if not gan_file:
+            raise ConfigError("'uploaded checkpoints' needs the GAN checkpoint to fine-tune; upload it under the model choice")
+        # Gradio's upload cache is cleaned hourly; the job may run longer, so keep a copy in the workspace.
+        kept = ctx.uploads_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{Path(gan_file).name}"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(gan_file, kept)
+        params["model"] = str(kept)
+    elif pair:
+        params["pair"] = pair
+    else:
+        raise ConfigError("no model chosen; pick the pair whose GAN model you want to repair, or upload a GAN checkpoint")
     job = _submit(ctx, "finetune", params, device)
     gr.Info(f"Job {job['id']} queued.")
     return gr.Dropdown(choices=_job_choices(ctx), value=job["id"])
@@ -182,7 +194,7 @@ def job_progress(ctx: AppContext, job_id: str) -> dict[str, Any]:
     events = store.events(job_id)
     answer = job.to_json()
     # events.jsonl also holds checkpoint/preview/warning events: report the latest iteration event
-    answer["progress"] = next((event for event in reversed(events) if "iter" in event), None)
+    answer["progress"] = next((event for event in reversed(events) if "iters" in event), None)
     answer["log_tail"] = store.log(job_id, tail_bytes=4000)
     return answer
 
