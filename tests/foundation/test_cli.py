@@ -75,3 +75,19 @@ def test_sr_benchmark_is_registered():
     from desra.bench import list_benchmarks
 
     assert "sr-throughput" in {b.name for b in list_benchmarks()}
+
+
+@pytest.mark.parametrize("model_id", ["desra-demo-x4-mse", "desra-demo-x4-gan"])
+def test_sr_with_the_embedded_models(model_id, photo, tmp_path):
+    from desra.registry import get_model, is_present
+
+    if not is_present(get_model(model_id)):
+        pytest.skip(f"{model_id} is not in weights/ yet (trained by the zoo)")
+    source = write_image(tmp_path / "chelsea.png", photo("chelsea")[100:164, 150:214])
+    out = tmp_path / "out.png"
+    assert main(["sr", "--model", model_id, "--input", str(source), "--output", str(out), "--tile", "32"]) == 0
+    result = read_image(out).rgb
+    assert result.shape == (256, 256, 3)
+    # A trained x4 model stays close to the photo it enlarges (mean over 4x4 blocks vs the input).
+    blocks = result.reshape(64, 4, 64, 4, 3).mean(axis=(1, 3))
+    assert np.abs(blocks - read_image(source).rgb).mean() < 0.05
