@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 METADATA_KEY = "desra"
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 # Keys under which training frameworks nest the generator's weights, most preferred first
-# (basicsr/Real-ESRGAN/SwinIR keep the EMA copy under params_ema; it is the one they publish).
-NESTED_KEYS = ("params_ema", "params", "state_dict")
+# (basicsr/Real-ESRGAN/SwinIR keep the EMA copy under params_ema; it is the one they publish;
+# desra's own training checkpoints keep "ema" and "generator").
+NESTED_KEYS = ("params_ema", "params", "ema", "generator", "state_dict")
 ROLES = ("mse", "gan", "unknown")
 
 

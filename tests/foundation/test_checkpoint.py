@@ -76,6 +76,14 @@ def test_save_basicsr_layout_loads_back(tiny_srvgg, tmp_path):
     assert _same_output(tiny_srvgg, load_model(path).module) == 0.0
 
 
+def test_training_checkpoint_prefers_ema(tiny_srvgg, tiny_params, tmp_path):
+    ema = tiny_srvgg.state_dict()
+    raw = {k: torch.zeros_like(v) for k, v in ema.items()}
+    torch.save({"iteration": 10, "generator": raw, "ema": ema, "discriminator": None, "opt_g": {}}, tmp_path / "iter_000010.pt")
+    state, _ = read_state_dict(tmp_path / "iter_000010.pt")
+    assert all(torch.equal(state[k], ema[k]) for k in ema)
+
+
 def test_kair_rrdb_layout_is_renamed(tmp_path):
     torch.manual_seed(0)
     net = get_arch("rrdbnet").build(dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=8, num_block=2, num_grow_ch=4)).eval()
