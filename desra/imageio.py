@@ -302,7 +302,11 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
 
 
 def read_mask(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
-    """Read a mask image -> (H, W) bool: palette label files by index != 0, others by grey level > 0.5."""
+    """Read a mask image -> (H, W) bool.
+
+    Palette label files count index != 0; label images storing 0/1 (grey, max value 1) count
+    value != 0; everything else counts grey level > half of the full range (0/255 masks).
+    """
     path = Path(path)
     image = _open(path, max_pixels_limit(max_pixels))
     with image:
@@ -310,6 +314,10 @@ def read_mask(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.n
             image.load()
             if image.mode in ("P", "PA"):
                 return np.asarray(image.convert("P") if image.mode == "PA" else image) != 0
+            if image.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L"):
+                values = np.asarray(image)
+                if values.max(initial=0) <= 1:
+                    return values != 0
         except (OSError, SyntaxError, ValueError) as error:
             raise ImageError(f"{path} is corrupt or truncated ({error})") from None
     return read_image(path, max_pixels=max_pixels).rgb.mean(axis=2) > 0.5

@@ -186,7 +186,9 @@ def test_masks_and_listing(tmp_path):
     label.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0])
     label.save(tmp_path / "label.png")
     assert np.array_equal(read_mask(tmp_path / "label.png"), mask)
+    Image.fromarray(mask.astype(np.uint8), "L").save(tmp_path / "zero_one.png")  # 0/1 grey label image
+    assert np.array_equal(read_mask(tmp_path / "zero_one.png"), mask)
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / ".hidden.png").write_bytes(b"")
     (tmp_path / "B.JPG").write_bytes(b"")
-    assert [p.name for p in list_images(tmp_path)] == ["B.JPG", "label.png", "m.png"]
+    assert [p.name for p in list_images(tmp_path)] == ["B.JPG", "label.png", "m.png", "zero_one.png"]
