@@ -61,7 +61,8 @@ def _tiles_of(data, crop: int, limit: int | None) -> tuple[np.ndarray, np.ndarra
     return np.concatenate(tiles), np.asarray(labels), keys
 
 
-def _residuals(tiles: np.ndarray) -> np.ndarray:
+def residuals_of(tiles: np.ndarray) -> np.ndarray:
+    """Noise residuals of (T, c, c, 3) float32 tiles: (T, c, c, 3) float32."""
     from desra.attribution.prnu import noise_residual
 
     return np.stack([noise_residual(t) for t in tiles]) if len(tiles) else tiles
@@ -105,11 +106,11 @@ def run_experiment(
     # (a) PRNU-style baseline
     report_step("prnu", 0, 2)
     prnu_train, prnu_train_labels, _ = _tiles_of(train, config.prnu_crop, None)
-    prints = fit_fingerprints(_residuals(prnu_train), prnu_train_labels, tuple(names))
+    prints = fit_fingerprints(residuals_of(prnu_train), prnu_train_labels, tuple(names))
     np.savez_compressed(out_dir / PRNU_FILE, fingerprints=prints.fingerprints, labels=np.asarray(names))
     report_step("prnu", 1, 2)
     prnu_test, prnu_truth, prnu_keys = _tiles_of(test, config.prnu_crop, None)
-    prnu_scores = -fingerprint_distances(prints, _residuals(prnu_test))
+    prnu_scores = -fingerprint_distances(prints, residuals_of(prnu_test))
     report_step("prnu", 2, 2)
 
     # (b) the classifier: attribution + parsing of scale and loss
@@ -232,7 +233,7 @@ def attribute_image(image: np.ndarray, experiment_dir: Path, *, max_crops: int =
             prints = PrnuFingerprints(labels=tuple(str(n) for n in data["labels"]), fingerprints=data["fingerprints"])
         prnu_tiles = grid_tiles(np.asarray(image, np.float32), prints.fingerprints.shape[1], 8)
         if len(prnu_tiles):
-            distances = fingerprint_distances(prints, _residuals(prnu_tiles)).mean(axis=0)
+            distances = fingerprint_distances(prints, residuals_of(prnu_tiles)).mean(axis=0)
             prnu_ranking = sorted(zip(prints.labels, map(float, distances)), key=lambda item: item[1])
     return ImageAttribution(
         ranking=ranking,

@@ -51,6 +51,18 @@ def register(subparsers) -> None:
     _add_common(att)
     att.set_defaults(func=_attack)
 
+    cross = sub.add_parser("crosscheck", help="fingerprint several models, compare every pair and attack each one")
+    cross.add_argument("models", nargs="+", help="checkpoint files or registered model ids")
+    cross.add_argument("--iterations", type=int, default=5000, help="Adam iterations (paper: 5000)")
+    cross.add_argument("--size", type=int, default=128, help="critical-image side in pixels (paper: 128)")
+    cross.add_argument("--seed", type=int, default=0, help="seed of the N(0, 1) initialisation")
+    cross.add_argument("--attacks", default="prune,int8,finetune", help="comma-separated subset of prune,int8,finetune, or 'none'")
+    cross.add_argument("--finetune-iterations", type=int, default=500, help="fine-tuning attack iterations (paper: 500)")
+    cross.add_argument("--json", action="store_true", help="print names, distance matrix, eta and attack verdicts as JSON")
+    _add_test(cross)
+    cross.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    cross.set_defaults(func=_crosscheck)
+
     lst = sub.add_parser("list", help="list registered fingerprints")
     _add_common(lst)
     lst.set_defaults(func=_list)
@@ -115,17 +127,25 @@ def _verify(args) -> int:
     return 0
 
 
-def _attack(args) -> int:
-    from desra.checkpoint import load_model, save_model
+def _parse_attacks(text: str, allow_none: bool = False) -> list[str]:
     from desra.errors import ConfigError
     from desra.fingerprint.attacks import ATTACKS
+
+    if allow_none and text.strip() == "none":
+        return []
+    attacks = [a.strip() for a in text.split(",") if a.strip()]
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown or not attacks:
+        raise ConfigError(f"--attacks got {text!r}; expected a comma-separated subset of {','.join(ATTACKS)}")
+    return attacks
+
+
+def _attack(args) -> int:
+    from desra.checkpoint import load_model, save_model
     from desra.fingerprint.pipeline import attack_suite
     from desra.fingerprint.verify import get_fingerprint
 
-    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
-    unknown = [a for a in attacks if a not in ATTACKS]
-    if unknown or not attacks:
-        raise ConfigError(f"--attacks got {args.attacks!r}; expected a comma-separated subset of {','.join(ATTACKS)}")
+    attacks = _parse_attacks(args.attacks)
     model = load_model(args.model, device=args.device)
     source = get_fingerprint(_registry(args), args.against)
     bars: dict[str, object] = {}
@@ -144,6 +164,41 @@ def _attack(args) -> int:
         for item in results:
             _print_verdict(f"{item.attack:9s}", item.result.verdict)
     return 0 if all(item.result.verdict.match for item in results) else 3
+
+
+def _crosscheck(args) -> int:
+    from desra.checkpoint import load_model
+    from desra.fingerprint.critical import CriticalConfig
+    from desra.fingerprint.pipeline import cross_check
+
+    attacks = _parse_attacks(args.attacks, allow_none=True)
+    models = [load_model(m, device=args.device) for m in args.models]
+    config = CriticalConfig(size=args.size, iterations=args.iterations, seed=args.seed)
+    bars: dict[str, object] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bars.setdefault(stage, _progress(stage))(done, total)
+
+    check = cross_check(models, config, attacks=attacks, finetune_iterations=args.finetune_iterations, sigma=args.sigma, p=args.p, device=args.device, progress=progress)
+    n = len(check.names)
+    false_matches = [(check.names[i], check.names[j]) for i in range(n) for j in range(i + 1, n) if check.distances[i, j] < check.eta]
+    failed = [(m, a) for m, verdicts in check.attacks.items() for a, v in verdicts.items() if not v.match]
+    if args.json:
+        print(json.dumps({
+            "names": list(check.names),
+            "distances": check.distances.tolist(),
+            "eta": check.eta,
+            "matching_pairs": false_matches,
+            "attacks": {m: {a: v.to_json() for a, v in verdicts.items()} for m, verdicts in check.attacks.items()},
+        }))
+        return 0
+    print(f"eta = {check.eta:.3e}; smallest distance between different models: "
+          + (f"{min(check.distances[i, j] for i in range(n) for j in range(i + 1, n)):.3e}" if n > 1 else "n/a"))
+    print("pairs judged derived: " + (", ".join(f"{a} ~ {b}" for a, b in false_matches) or "none"))
+    for name, verdicts in check.attacks.items():
+        print(f"{name}: " + "  ".join(f"{a} {'ok' if v.match else 'FAILED'} (d={v.distance:.2e})" for a, v in verdicts.items()))
+    print(f"attacks survived: {sum(v.match for vs in check.attacks.values() for v in vs.values())}/{sum(len(vs) for vs in check.attacks.values())}")
+    return 0 if not failed else 3
 
 
 def _list(args) -> int:

@@ -126,3 +126,54 @@ def attack_suite(
         verified = verify_module(attacked, scale, source, device=device, progress=None if name == "finetune" else report)
         results.append(AttackResult(attack=name, module=attacked, result=verified))
     return results
+
+
+@dataclass(frozen=True)
+class CrossCheck:
+    """Pairwise verification among several models plus the attack suite on each."""
+
+    names: tuple[str, ...]
+    """Model names, in matrix order."""
+    records: tuple[FingerprintRecord, ...]
+    """Each model's fingerprint."""
+    distances: np.ndarray
+    """(M, M) float64 feature distances d between models."""
+    eta: float
+    """Threshold the distances are compared with."""
+    attacks: dict[str, dict[str, Verdict]]
+    """model name -> attack name -> verdict of the attacked copy against the model's own fingerprint."""
+
+
+def cross_check(
+    models: Sequence,
+    config: CriticalConfig = CriticalConfig(),
+    *,
+    attacks: Sequence[str] = ("prune", "int8", "finetune"),
+    finetune_iterations: int = 500,
+    sigma: float = SIGMA,
+    p: float = P_LEVEL,
+    device: str = "cpu",
+    progress: Callable[[str, int, int], None] | None = None,
+) -> CrossCheck:
+    """Fingerprint each ``SRModel``, compare every pair, and run the attack suite on each against its own fingerprint."""
+    from desra.fingerprint.verify import eta_threshold, feature_distance
+
+    step = progress or (lambda stage, done, total: None)
+    records = []
+    for i, model in enumerate(models):
+        records.append(fingerprint_model(model.descriptor.name, model, config, source=model.descriptor.source, device=device))
+        step("fingerprints", i + 1, len(models))
+    distances = np.array([[feature_distance(a.features, b.features) for b in records] for a in records])
+    attacked: dict[str, dict[str, Verdict]] = {}
+    for i, (model, record) in enumerate(zip(models, records)):
+        if attacks:
+            results = attack_suite(model, record, attacks=attacks, finetune_iterations=finetune_iterations, device=device)
+            attacked[record.name] = {item.attack: compare(record.features, fingerprint_features(item.result.critical), sigma=sigma, p=p) for item in results}
+        step("attacks", i + 1, len(models))
+    return CrossCheck(
+        names=tuple(r.name for r in records),
+        records=tuple(records),
+        distances=distances,
+        eta=eta_threshold(sigma, p, records[0].features.size) if records else float("nan"),
+        attacks=attacked,
+    )
