@@ -101,5 +101,11 @@ BANNER_CSS = """
 .desra-banner-warning { background: #fff4ce; border: 1px solid #e0b000; color: #5c4400; }
 .desra-banner-info { background: #e8f1fd; border: 1px solid #5b8def; color: #153e75; }
 .desra-banner-ok { background: #e6f6ea; border: 1px solid #3aa55d; color: #14532d; }
+.desra-thumbs .grid-container {
+  grid-template-columns: repeat(6, minmax(100px, 1fr)) !important;
+  grid-template-rows: none !important;
+  grid-auto-rows: 160px !important;
+}
 """
-"""Styles for :func:`banner_html` (passed to ``launch(css=...)``)."""
+"""Styles passed to ``launch(css=...)``: :func:`banner_html` banners, and thumbnail grids
+(``elem_classes="desra-thumbs"``: Gradio 6 stretches a gallery of one or two images to full width)."""

@@ -94,7 +94,7 @@ def test_brushed_correction_is_saved_to_the_curated_set(page, photo_png, model_p
     page.get_by_role("tab", name="Curate").click()
     page.locator("#curate-summary").get_by_text("1 items").wait_for()
     page.locator("#curate-gallery img").first.click()
-    page.wait_for_timeout(1500)
+    page.locator("#curate-compare img").first.wait_for()
     save_screenshot(page, "curate")
 
 

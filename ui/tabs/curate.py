@@ -5,8 +5,8 @@ output against its pseudo-GT (DeSRA Eq. 10: MSE-SR inside the mask, GAN-SR outsi
 items (a soft delete, undone with Restore), reassigns train/val at random, exports a zip.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Gradio must see the real gr.SelectData class in
+# the select handler's annotation to pass the event in.
 import time
 from typing import Any
 
@@ -28,11 +28,14 @@ def build(ctx: AppContext):
         refresh = gr.Button("↻ Refresh", scale=0)
         show_removed = gr.Checkbox(False, label="Show removed items")
         summary = gr.Markdown("", elem_id="curate-summary")
-    gallery = gr.Gallery(label="Curated set (GAN-SR outputs)", columns=6, height=300, allow_preview=False, elem_id="curate-gallery")
+    gallery = gr.Gallery(
+        label="Curated set (GAN-SR outputs)", columns=6, height=240, object_fit="contain", allow_preview=False,
+        elem_id="curate-gallery", elem_classes="desra-thumbs",
+    )
     selected = gr.State(None)
     with gr.Row():
         with gr.Column(scale=3):
-            compare = gr.ImageSlider(label="GAN-SR (left) / pseudo-GT (right)", format="png", type="filepath")
+            compare = gr.ImageSlider(label="GAN-SR (left) / pseudo-GT (right)", format="png", type="filepath", elem_id="curate-compare")
         with gr.Column(scale=2):
             mask = gr.Image(label="Mask", type="filepath", interactive=False, height=260)
             provenance = gr.JSON(label="Item and provenance")
@@ -50,7 +53,10 @@ def build(ctx: AppContext):
     listing = [gallery, summary]
     refresh.click(guarded(lambda s: _listing(ctx, s)), [show_removed], listing, api_visibility="private")
     show_removed.change(guarded(lambda s: _listing(ctx, s)), [show_removed], listing, api_visibility="private")
-    gallery.select(guarded(lambda s, e: _select(ctx, s, e)), [show_removed], [selected, compare, mask, provenance], api_visibility="private")
+    def select(show: bool, event: gr.SelectData):
+        return _select(ctx, show, event)
+
+    gallery.select(guarded(select), [show_removed], [selected, compare, mask, provenance], api_visibility="private")
     for button, action in ((remove, "remove"), (restore, "restore")):
         button.click(
             guarded(lambda item, s, a=action: _toggle(ctx, item, a, s)), [selected, show_removed], [*listing, provenance], api_visibility="private"

@@ -73,7 +73,7 @@ def build(ctx: AppContext) -> None:
             slider = gr.ImageSlider(label="MSE-SR (left) vs GAN-SR (right)", format="png", type="filepath", elem_id="detect-slider")
             with gr.Row():
                 heatmap = gr.Image(label="D map (low = GAN texture departs from MSE)", type="filepath", interactive=False)
-                semantic = gr.Image(label="Semantic map", type="filepath", interactive=False)
+                semantic = gr.Image(label="Semantic map (ADE20K classes)", type="filepath", interactive=False, visible=False)
                 overlay = gr.Image(label="Detected mask", type="filepath", interactive=False, elem_id="detect-overlay")
             regions = gr.Dataframe(headers=REGION_COLUMNS, label="Regions, most prominent first", interactive=False)
             downloads = gr.File(label="Mask PNG, labelme JSON, report JSON", file_count="multiple", interactive=False, elem_id="detect-downloads")
@@ -215,7 +215,9 @@ def _detect_one(path, lr, run_dir, mse_model, gan_model, config, segmenter, segm
 
 
 def _views(result: dict) -> list:
-    """Banner, slider pair, heat map, semantic map, overlay, region rows and downloads of one result record."""
+    """Banner, slider pair, heat map, semantic map (hidden without semantics), overlay, region rows and downloads of one result."""
+    import gradio as gr
+
     from ui.common import banner_html
 
     folder = Path(result["folder"])
@@ -234,7 +236,7 @@ def _views(result: dict) -> list:
         banner,
         (str(folder / "mse.png"), str(folder / "gan.png")),
         str(folder / "heatmap.png"),
-        str(semantic) if semantic.exists() else None,
+        gr.Image(value=str(semantic), visible=True) if semantic.exists() else gr.Image(value=None, visible=False),
         str(folder / "overlay.png"),
         rows,
         [str(folder / "mask.png"), str(folder / f"{result['name']}.json"), str(folder / "report.json")],

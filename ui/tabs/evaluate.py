@@ -70,7 +70,10 @@ def build(ctx: AppContext) -> None:
             failures = gr.Markdown("", label="not scored")
             showing = gr.Dropdown([], label="Per image")
             per_image = gr.Dataframe(headers=["method", "IoU (%)", "precision", "recall"], interactive=False, label="This image")
-            gallery = gr.Gallery(label="Labelled mask and each method's detection on the GAN-SR output", columns=3, height=420)
+            gallery = gr.Gallery(
+                label="Labelled mask (green) and each method's detection (red) on the GAN-SR output",
+                columns=3, height=420, object_fit="contain", elem_classes="desra-thumbs",
+            )
     run_state = gr.State(None)
     def evaluate(images, labels, pair, mse_checkpoint, gan_checkpoint, methods, segmenter, scale_min_area, progress=gr.Progress()):
         """Score DeSRA-det and baselines against labelled masks; returns the Table-1-style scores."""

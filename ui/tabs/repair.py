@@ -69,7 +69,9 @@ def build(ctx: AppContext) -> None:
         with gr.Column(scale=2):
             status = gr.Markdown("No job selected.", elem_id="repair-status")
             curves = gr.LinePlot(x="iter", y="loss", color="term", label="Losses", height=260)
-            previews = gr.Gallery(label="Previews on held-out artifact images", columns=4, height=220)
+            previews = gr.Gallery(
+                label="Previews on held-out artifact images", columns=4, height=220, object_fit="contain", elem_classes="desra-thumbs"
+            )
             with gr.Accordion("Log", open=False):
                 log = gr.Textbox(lines=12, max_lines=12, show_label=False, autoscroll=True)
     with gr.Column(visible=False) as results:

@@ -1,0 +1,98 @@
+"""The named API endpoints, driven with gradio_client as a script would: detect, evaluate, submit_job, job_status."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server, verbose=False)
+
+
+def _pair_args(model_pair) -> dict:
+    from gradio_client import handle_file
+
+    if model_pair["choice"] == "desra-demo-x4":
+        return {"pair": "desra-demo-x4", "mse_checkpoint": None, "gan_checkpoint": None}
+    return {
+        "pair": model_pair["choice"],
+        "mse_checkpoint": handle_file(str(model_pair["mse"])),
+        "gan_checkpoint": handle_file(str(model_pair["gan"])),
+    }
+
+
+def test_named_endpoints_are_published(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/detect", "/evaluate", "/submit_job", "/job_status"} <= names
+
+
+def test_detect_returns_the_views_of_a_real_photo(client, photo_png, model_pair):
+    from gradio_client import handle_file
+
+    from desra.imageio import read_mask
+
+    banner, slider, heatmap, semantic, overlay, regions, downloads, summary, showing = client.predict(
+        images=[handle_file(str(photo_png))], demo_image=None, segmenter="none", threshold=0.7, window=11,
+        min_area=200, scale_min_area=False, api_name="/detect", **_pair_args(model_pair),
+    )
+    assert "Semantic adjustment is OFF" in banner
+    assert len(slider) == 2 and all(slider)
+    assert semantic is None  # no segmenter, no semantic map
+    names = sorted(p.rsplit("/", 1)[-1] for p in downloads)
+    assert names == ["chelsea_lr.json", "mask.png", "report.json"]
+    mask = read_mask(next(p for p in downloads if p.endswith("mask.png")))
+    assert mask.shape == (4 * 75, 4 * 112)
+    assert summary["data"][0][0] == "chelsea_lr"
+    assert int(summary["data"][0][2]) == len(regions["data"])
+
+
+def test_evaluate_scores_every_method_against_a_label(client, photo_png, tmp_path, model_pair):
+    from gradio_client import handle_file
+
+    from desra.imageio import write_mask
+
+    label = np.zeros((4 * 75, 4 * 112), bool)
+    label[100:200, 150:300] = True
+    write_mask(tmp_path / "chelsea_lr_mask.png", label)
+    banner, scores, failures, per_image = client.predict(
+        images=[handle_file(str(photo_png))], labels=[handle_file(str(tmp_path / "chelsea_lr_mask.png"))],
+        methods=["desra", "absolute-d"], segmenter="none", scale_min_area=True, api_name="/evaluate",
+        **_pair_args(model_pair),
+    )
+    assert [row[0] for row in scores["data"]] == ["DeSRA-det (full)", "absolute texture difference"]
+    assert all(int(row[4]) == 1 for row in scores["data"])
+    assert failures == ""
+
+
+def test_submit_job_and_follow_it_to_done(client):
+    job = client.predict(kind="sleep", params={"steps": 3, "interval": 0.2}, device="cpu", api_name="/submit_job")
+    assert job["state"] == "queued" and job["kind"] == "sleep"
+    deadline = time.monotonic() + 120
+    status = job
+    while status["state"] not in ("done", "failed", "cancelled") and time.monotonic() < deadline:
+        time.sleep(1)
+        status = client.predict(job_id=job["id"], api_name="/job_status")
+    assert status["state"] == "done", status
+    assert status["progress"] == {**status["progress"], "iter": 3, "iters": 3}
+    assert "sleep: done" in status["log_tail"]
+
+
+def test_submit_job_refuses_paths_outside_the_workspace(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="outside the workspace"):
+        client.predict(kind="finetune", params={"set": "/etc", "pair": "desra-demo-x4"}, device="cpu", api_name="/submit_job")
+
+
+def test_unknown_job_is_an_error_not_a_crash(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="no job"):
+        client.predict(job_id="nope", api_name="/job_status")
+    assert client.predict(kind="sleep", params={"steps": 1, "interval": 0}, device="cpu", api_name="/submit_job")["state"] == "queued"
