@@ -22,6 +22,7 @@ import numpy as np
 
 from desra.errors import ConfigError
 
+_MIN_SIDE = 12  # smallest side (px) an intermediate image may have: blur kernels are 21 taps
 _KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 
 
@@ -169,6 +170,9 @@ def _random_resize(x, probs, scale_range):
         factor = random.uniform(scale_range[0], 1.0)
     else:
         factor = 1.0
+    # The next 21-tap blur pads by 10 px with reflection, which needs more than 10 px: small crops
+    # (Real-ESRGAN crops 256 px, desra's CPU recipes 64-128 px) keep at least _MIN_SIDE.
+    factor = max(factor, _MIN_SIDE / min(x.shape[-2:]))
     mode = random.choice(["area", "bilinear", "bicubic"])
     return F.interpolate(x, scale_factor=factor, mode=mode)
 
@@ -212,6 +216,11 @@ def degrade(hr, scale: int, seed: int, config: DegradationConfig = DegradationCo
     if scale < 1 or height % scale or width % scale:
         raise ConfigError(
             f"HR crop size {height}x{width} is not a multiple of scale {scale}; use a patch size divisible by the scale"
+        )
+    if min(height, width) // scale < _MIN_SIDE:
+        raise ConfigError(
+            f"HR crop {height}x{width} gives LR crops under {_MIN_SIDE} px at scale {scale}; the 21-tap degradation "
+            f"kernels need at least {_MIN_SIDE * scale} px HR crops"
         )
     n = hr.shape[0]
     jpeger = _jpeger(str(hr.device))

@@ -263,13 +263,21 @@ def build_generator(config: ZooConfig):
 
 
 def build_discriminator(config: ZooConfig):
-    """basicsr's UNetDiscriminatorSN with the config's options, seeded."""
+    """basicsr's UNetDiscriminatorSN with the config's options, seeded; ``spectral_norm: false`` strips its SN."""
     import torch
 
     from desra import basicsr_adapter as ba
 
     torch.manual_seed(config.seed + 1)
-    return ba.unet_discriminator_sn(**{"num_in_ch": 3, **config.discriminator})
+    options = {"num_in_ch": 3, **config.discriminator}
+    keep_sn = options.pop("spectral_norm", True)
+    discriminator = ba.unet_discriminator_sn(**options)
+    if not keep_sn:
+        # Same U-Net, plain convolutions: at CPU scale spectral norm can keep it at chance (docs/zoo.md).
+        for module in discriminator.modules():
+            if hasattr(module, "weight_orig"):
+                torch.nn.utils.remove_spectral_norm(module)
+    return discriminator
 
 
 def heldout_psnr(module, scale: int, photos: tuple[str, ...] = HELDOUT_PHOTOS, device: str = "cpu") -> dict[str, float]:
@@ -386,15 +394,21 @@ def train_config_run(train_config, generator, discriminator, config, out, stage,
 
 
 def _total_wall(run_dir: Path) -> float:
-    """Seconds spent training across all calls of a run (sum of its 'done' events)."""
+    """Seconds spent training across every call of a run, killed ones included.
+
+    Summed from the progress events (each covers the iterations since the previous one at its
+    ``it_per_s``), so iterations redone after a kill count as the time they really took.
+    """
     events = run_dir / "events.jsonl"
     if not events.is_file():
         return 0.0
-    total = 0.0
+    total, previous = 0.0, 0
     for line in events.read_text(encoding="utf-8").splitlines():
         event = json.loads(line)
-        if event.get("event") == "done":
-            total += float(event.get("wall_s", 0.0))
+        if "losses" in event and event.get("it_per_s"):
+            window = event["iter"] - previous if event["iter"] > previous else event["iter"] % 10 or 10
+            total += window / event["it_per_s"]
+            previous = event["iter"]
     return round(total, 1)
 
 
@@ -454,3 +468,53 @@ def _threads() -> int:
 def _nondefault(config: DegradationConfig) -> dict[str, Any]:
     default = DegradationConfig()
     return {k: v for k, v in config.__dict__.items() if getattr(default, k) != v}
+
+
+# --- showcase -----------------------------------------------------------------------------------------
+
+
+def showcase_strip(mse: np.ndarray, gan: np.ndarray, mask: np.ndarray, bbox: tuple[int, int, int, int], size: int = 256) -> np.ndarray:
+    """One README crop around ``bbox`` (x0, y0, x1, y1): MSE | GAN | GAN with the mask in red; (size, 3*size+8, 3) float32."""
+    height, width = mask.shape
+    size = min(size, height, width)
+    cx, cy = (bbox[0] + bbox[2]) // 2, (bbox[1] + bbox[3]) // 2
+    x0 = int(np.clip(cx - size // 2, 0, width - size))
+    y0 = int(np.clip(cy - size // 2, 0, height - size))
+    window = (slice(y0, y0 + size), slice(x0, x0 + size))
+    overlay = gan[window].copy()
+    red = np.array([1.0, 0.1, 0.1], np.float32)
+    overlay[mask[window]] = 0.55 * overlay[mask[window]] + 0.45 * red
+    gap = np.ones((size, 4, 3), np.float32)
+    return np.concatenate([mse[window], gap, gan[window], gap, overlay], axis=1)
+
+
+def showcase(out_dir: str | Path, *, pair: str = "desra-demo-x4", lr_dir: str | Path | None = None, count: int = 4,
+             progress: Callable[[int, int], None] | None = None) -> list[Path]:
+    """Run DeSRA detection with ``pair`` on the demo photos and write up to ``count`` README crops
+    ``showcase_<stem>.png`` (MSE | GAN | mask overlay, around each photo's most prominent region)."""
+    from desra.checkpoint import load_pair
+    from desra.detect import DetectConfig, detect_lr
+    from desra.imageio import list_images, read_image, write_image
+    from desra.paths import datasets_dir
+
+    lr_dir = Path(lr_dir) if lr_dir is not None else datasets_dir() / "demo"
+    photos = list_images(lr_dir)
+    if not photos:
+        raise DatasetError(f"no images in {lr_dir}; pass --lr with a folder of LR photos")
+    mse_model, gan_model = load_pair(pair)
+    found = []
+    for done, path in enumerate(photos, 1):
+        detection, mse, gan = detect_lr(read_image(path).rgb, mse_model, gan_model, DetectConfig(),
+                                        segmenter_note="showcase: semantics off (no segmenter weights offline)")
+        if detection.regions:
+            found.append((detection.regions[0].prominence, path.stem, showcase_strip(mse, gan, detection.mask, detection.regions[0].bbox)))
+        if progress:
+            progress(done, len(photos))
+    written = []
+    for _, stem, strip in sorted(found, key=lambda item: -item[0])[:count]:
+        target = Path(out_dir) / f"showcase_{stem}.png"
+        write_image(target, strip)
+        written.append(target)
+    if not written:
+        raise DatasetError(f"pair {pair!r} flagged no artifact region on the {len(photos)} photos in {lr_dir}; nothing to show")
+    return written
