@@ -127,8 +127,11 @@ def test_short_finetune_reaches_done(page, photo, model_pair, choose, workspace,
     page.get_by_label("Crops per iteration").fill("2")
     page.get_by_role("button", name="Launch fine-tune").click()
     page.locator("#repair-status").get_by_text("done").wait_for(timeout=240_000)
-    page.wait_for_timeout(1000)
-    save_screenshot(page, "repair")
     status = page.locator("#repair-status").inner_text()
     assert "iteration 3 / 3" in status
-    assert "model.safetensors" in page.locator("#repair-model").inner_text()
+    assert "model\n.safetensors" in page.locator("#repair-model").inner_text()  # name and extension are two spans
+
+    page.get_by_role("button", name="Evaluate the repair on the val items").click()
+    page.locator("#repair-metrics").get_by_text("removal rate").wait_for(timeout=120_000)
+    page.locator("#repair-before-after img").first.wait_for(timeout=60_000)
+    save_screenshot(page, "repair")

@@ -80,6 +80,7 @@ def build(ctx: AppContext) -> None:
     results = gr.State([])
 
     views = [banner, slider, heatmap, semantic, overlay, regions, downloads]
+
     def detect(
         images, demo_image, pair, mse_checkpoint, gan_checkpoint, segmenter, threshold, window, min_area, scale_min_area,
         progress=gr.Progress(),
@@ -96,8 +97,17 @@ def build(ctx: AppContext) -> None:
         [*views, summary, showing, results, ctx.current],
         api_name="detect",
         api_description="Detect GAN-SR artifacts on LR images with a model pair; returns the views of the first image.",
+    ).then(_semantic_visible, [semantic], [semantic], api_visibility="private")
+    showing.input(guarded(_show), [showing, results], [*views, ctx.current], api_visibility="private").then(
+        _semantic_visible, [semantic], [semantic], api_visibility="private"
     )
-    showing.input(guarded(_show), [showing, results], [*views, ctx.current], api_visibility="private")
+
+
+def _semantic_visible(path: str | None):
+    """Show the semantic map only when segmentation ran (the API returns its path or None)."""
+    import gradio as gr
+
+    return gr.Image(visible=path is not None)
 
 
 def _demo_images() -> list[tuple[str, str]]:
@@ -215,9 +225,7 @@ def _detect_one(path, lr, run_dir, mse_model, gan_model, config, segmenter, segm
 
 
 def _views(result: dict) -> list:
-    """Banner, slider pair, heat map, semantic map (hidden without semantics), overlay, region rows and downloads of one result."""
-    import gradio as gr
-
+    """Banner, slider pair, heat map, semantic map (None without semantics), overlay, region rows and downloads of one result."""
     from ui.common import banner_html
 
     folder = Path(result["folder"])
@@ -236,7 +244,7 @@ def _views(result: dict) -> list:
         banner,
         (str(folder / "mse.png"), str(folder / "gan.png")),
         str(folder / "heatmap.png"),
-        gr.Image(value=str(semantic), visible=True) if semantic.exists() else gr.Image(value=None, visible=False),
+        str(semantic) if semantic.exists() else None,
         str(folder / "overlay.png"),
         rows,
         [str(folder / "mask.png"), str(folder / f"{result['name']}.json"), str(folder / "report.json")],

@@ -68,7 +68,9 @@ def build(ctx: AppContext) -> None:
                 resume = gr.Button("Resume")
         with gr.Column(scale=2):
             status = gr.Markdown("No job selected.", elem_id="repair-status")
-            curves = gr.LinePlot(x="iter", y="loss", color="term", label="Losses", height=260)
+            curves = gr.LinePlot(
+                x="iter", y="loss", color="term", label="Losses", x_title="iteration", y_title="loss", height=260
+            )
             previews = gr.Gallery(
                 label="Previews on held-out artifact images", columns=4, height=220, object_fit="contain", elem_classes="desra-thumbs"
             )
@@ -84,11 +86,14 @@ def build(ctx: AppContext) -> None:
                 evaluate = gr.Button("Evaluate the repair on the val items", variant="primary")
                 metrics = gr.Dataframe(
                     headers=["metric", "value"], label="Detection before vs after (DeSRA Table 3)", interactive=False,
+                    column_widths=["40%", "60%"], wrap=True,
                     elem_id="repair-metrics",
                 )
             with gr.Column(scale=2):
                 val_item = gr.Dropdown([], label="Val item")
-                before_after = gr.ImageSlider(label="GAN-SR before (left) / after repair (right)", format="png", type="filepath")
+                before_after = gr.ImageSlider(
+                    label="GAN-SR before (left) / after repair (right)", format="png", type="filepath", elem_id="repair-before-after"
+                )
     timer = gr.Timer(POLL_S, active=False)
     views = [status, curves, previews, log, results, model_files, metrics, val_item, timer]
 
