@@ -52,12 +52,15 @@ def build(ctx: AppContext) -> None:
     )
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
-            images = gr.File(label="LR images", file_count="multiple", file_types=["image"])
-            labels = gr.File(label="Labelled masks (PNG or labelme JSON)", file_count="multiple", file_types=["image", ".json"])
+            images = gr.File(label="LR images", file_count="multiple", file_types=["image"], elem_id="evaluate-images")
+            labels = gr.File(
+                label="Labelled masks (PNG or labelme JSON)", file_count="multiple", file_types=["image", ".json"],
+                elem_id="evaluate-labels",
+            )
             pair = gr.Dropdown([*pairs, UPLOADED], value=pairs[0] if pairs else UPLOADED, label="Model pair")
             with gr.Accordion("Upload a pair", open=not pairs):
-                mse_file = gr.File(label="MSE (L1) checkpoint", file_types=[".pth", ".pt", ".safetensors"])
-                gan_file = gr.File(label="GAN checkpoint", file_types=[".pth", ".pt", ".safetensors"])
+                mse_file = gr.File(label="MSE (L1) checkpoint", file_types=[".pth", ".pt", ".safetensors"], elem_id="evaluate-mse")
+                gan_file = gr.File(label="GAN checkpoint", file_types=[".pth", ".pt", ".safetensors"], elem_id="evaluate-gan")
             methods = gr.CheckboxGroup(
                 [(METHOD_LABELS.get(m, m), m) for m in METHODS], value=list(METHODS), label="Methods"
             )
@@ -72,7 +75,7 @@ def build(ctx: AppContext) -> None:
             per_image = gr.Dataframe(headers=["method", "IoU (%)", "precision", "recall"], interactive=False, label="This image")
             gallery = gr.Gallery(
                 label="Labelled mask (green) and each method's detection (red) on the GAN-SR output",
-                columns=3, height=420, object_fit="contain", elem_classes="desra-thumbs",
+                columns=3, height=420, object_fit="contain", elem_classes="desra-thumbs", elem_id="evaluate-gallery",
             )
     run_state = gr.State(None)
     def evaluate(images, labels, pair, mse_checkpoint, gan_checkpoint, methods, segmenter, scale_min_area, progress=gr.Progress()):
