@@ -213,7 +213,22 @@ def build_discriminator(path: str | os.PathLike | None):
         "num_feat": int(state_dict["conv0.weight"].shape[0]),
         "skip_connection": True,
     })
+    params.pop("spectral_norm", None)  # read off the weights below instead
     module = basicsr_adapter.unet_discriminator_sn(**params)
+    spectral_norm = any(key.endswith("weight_orig") for key in state_dict)
+    if not spectral_norm:
+        # The zoo can train the same U-Net with plain convolutions (spectral norm kept it at chance on CPU).
+        import torch
+
+        for layer in module.modules():
+            if hasattr(layer, "weight_orig"):
+                torch.nn.utils.remove_spectral_norm(layer)
+            # remove_spectral_norm leaves its load_state_dict pre-hook behind, which then demands the
+            # weight_orig/weight_u keys a plain convolution does not have (torch 2.x).
+            for key, hook in list(layer._load_state_dict_pre_hooks.items()):
+                if type(getattr(hook, "hook", hook)).__name__ == "SpectralNormLoadStateDictPreHook":
+                    del layer._load_state_dict_pre_hooks[key]
+    params["spectral_norm"] = spectral_norm
     try:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:
@@ -357,7 +372,9 @@ def basicsr_options(config: FinetuneConfig, descriptor, disc_info: dict[str, Any
     import yaml
 
     network_g = {"type": _BASICSR_ARCH.get(descriptor.architecture, descriptor.architecture), **descriptor.arch_params}
-    network_d = {"type": "UNetDiscriminatorSN", **disc_info.get("arch_params", {})}
+    d_params = dict(disc_info.get("arch_params", {}))
+    plain_d = d_params.pop("spectral_norm", True) is False  # basicsr's class always has SN
+    network_d = {"type": "UNetDiscriminatorSN", **d_params}
     options = {
         "name": f"desra_finetune_{out.name}",
         # basicsr's SRGANModel trains (LR, GT) pairs with L1 + perceptual + GAN and EMA; ESRGANModel
@@ -398,6 +415,9 @@ def basicsr_options(config: FinetuneConfig, descriptor, disc_info: dict[str, Any
     header = ("# basicsr options written by `desra finetune` to continue this run on its (LR, pseudo-GT) pairs:\n"
               "#   python basicsr/train.py -opt options.yml\n"
               "# desra's perceptual term is discriminator feature matching; basicsr's is VGG19 (downloads weights).\n")
+    if plain_d:
+        header += ("# NOTE: the discriminator was trained WITHOUT spectral norm; basicsr's UNetDiscriminatorSN always\n"
+                   "# has it, so its weights only load after removing spectral norm from the network (strict_load_d).\n")
     return header + yaml.safe_dump(options, sort_keys=False)
 
 

@@ -177,7 +177,16 @@ def test_discriminator_loads_from_the_zoo_layout_and_refuses_others(tmp_path):
                       extra_metadata={"discriminator": "UNetDiscriminatorSN", "discriminator_params": params})
     loaded, info = build_discriminator(path)
     x = torch.rand(1, 3, 32, 32)
-    assert info["arch_params"] == params and torch.allclose(loaded.eval()(x), disc(x))
+    assert info["arch_params"] == {**params, "spectral_norm": True} and torch.allclose(loaded.eval()(x), disc(x))
+    # The zoo's plain-convolution variant (spectral norm removed) loads too.
+    for layer in disc.modules():
+        if hasattr(layer, "weight_orig"):
+            torch.nn.utils.remove_spectral_norm(layer)
+    plain = save_model(tmp_path / "plain.safetensors", disc, describe("srvgg", generator_params, name="d"),
+                       extra_metadata={"discriminator": "UNetDiscriminatorSN",
+                                       "discriminator_params": {**params, "spectral_norm": False}})
+    loaded, info = build_discriminator(plain)
+    assert info["arch_params"]["spectral_norm"] is False and torch.allclose(loaded.eval()(x), disc(x))
     generator = save_model(tmp_path / "gen.safetensors", basicsr_adapter.srvgg(**generator_params),
                            describe("srvgg", generator_params, name="g"))
     with pytest.raises(CheckpointError, match="UNetDiscriminatorSN"):
