@@ -3,11 +3,10 @@
     .venv/bin/python scripts/repair_demo.py --out runs/repair-demo          # the README's table (1000 iterations, CPU)
     .venv/bin/python scripts/repair_demo.py --out /tmp/quick --iters 50      # a quick look
 
-Train split: real photos shipped by installed packages, degraded to LR the same way every time
-(x4 area downscale, then JPEG quality 75: the compression real LR images carry). Only photos on
-which the original GAN model shows artifacts join it, as in the paper's fine-tuning set. Val split:
-the held-out demo photos (``datasets/demo`` when present, else astronaut/chelsea/coffee/rocket
-degraded the same way), never used for fine-tuning. Prints the repair table and writes it to
+Train split: real photos shipped by installed packages, used as they are as LR inputs (as the
+demo photos are), centre-cropped to 256 px. Only photos on which the original GAN model shows
+artifacts join it, as in the paper's fine-tuning set. Val split: the held-out demo photos
+(``datasets/demo``: astronaut, chelsea, coffee, rocket), never used for fine-tuning. Prints the repair table and writes it to
 ``OUT/repair_table.md``; the full report is ``OUT/run/evaluation/report.md``.
 """
 
@@ -33,7 +32,7 @@ TRAIN_PHOTOS = (
     "sklearn:datasets/images/china.jpg", "sklearn:datasets/images/flower.jpg",
 )
 VAL_PHOTOS = ("skimage:data/astronaut.png", "skimage:data/chelsea.png", "skimage:data/coffee.png", "skimage:data/rocket.jpg")
-MAX_LR_SIDE = 160  # LR images are centre-cropped to at most this, so detection and evaluation stay quick on CPU
+MAX_LR_SIDE = 256  # train LR images are centre-cropped to at most this, so detection stays quick on CPU
 
 
 def packaged_photo(spec: str) -> np.ndarray:
@@ -45,22 +44,16 @@ def packaged_photo(spec: str) -> np.ndarray:
     return rgb
 
 
-def degrade(hr: np.ndarray, scale: int = 4, quality: int = 75) -> np.ndarray:
-    """Real-looking LR: centre crop, x``scale`` area downscale, JPEG round trip -> (h, w, 3) float32."""
-    import cv2
-
-    h, w = hr.shape[:2]
-    side_h, side_w = min(h // scale, MAX_LR_SIDE) * scale, min(w // scale, MAX_LR_SIDE) * scale
+def as_lr(photo: np.ndarray) -> np.ndarray:
+    """A real photo used as it is as an LR input (as ``datasets/demo`` is), centre-cropped to ``MAX_LR_SIDE``."""
+    h, w = photo.shape[:2]
+    side_h, side_w = min(h, MAX_LR_SIDE), min(w, MAX_LR_SIDE)
     y, x = (h - side_h) // 2, (w - side_w) // 2
-    crop = hr[y:y + side_h, x:x + side_w]
-    lr = cv2.resize(crop, (side_w // scale, side_h // scale), interpolation=cv2.INTER_AREA)
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(np.round(lr * 255).astype(np.uint8), cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+    return np.ascontiguousarray(photo[y:y + side_h, x:x + side_w])
 
 
 def val_images() -> list[tuple[str, np.ndarray]]:
-    """The held-out LR images: ``datasets/demo`` when the zoo shipped it, else the four held-out photos degraded here."""
+    """The held-out LR images: ``datasets/demo`` when the zoo shipped it, else the same four photos read from scikit-image."""
     from desra.imageio import list_images, read_image
     from desra.paths import datasets_dir
 
@@ -68,7 +61,7 @@ def val_images() -> list[tuple[str, np.ndarray]]:
     files = list_images(demo) if demo.is_dir() else []
     if files:
         return [(path.stem, read_image(path).rgb) for path in files]
-    return [(Path(spec).stem, degrade(packaged_photo(spec))) for spec in VAL_PHOTOS]
+    return [(Path(spec).stem, packaged_photo(spec)) for spec in VAL_PHOTOS]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             mse_model, gan_model = load_model(args.mse_model, role="mse"), load_model(args.gan_model, role="gan")
         else:
             mse_model, gan_model = load_pair(args.pair)
-        for split, images in (("train", [(Path(s).stem, degrade(packaged_photo(s))) for s in TRAIN_PHOTOS]),
+        for split, images in (("train", [(Path(s).stem, as_lr(packaged_photo(s))) for s in TRAIN_PHOTOS]),
                               ("val", val_images())):
             for name, lr in images:
                 mse, gan, mask, source, provenance = prepare_item(lr, mse_model, gan_model)
