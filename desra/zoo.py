@@ -369,7 +369,8 @@ def train_zoo_model(
         "heldout_psnr_bicubic": {k: round(v, 3) for k, v in psnr.items()},
     }
     weights_path = save_model(exported_path(out, config, stage), result.ema.cpu(), descriptor, extra_metadata=provenance)
-    summary = {**provenance, "weights": str(weights_path), "losses": result.losses, "wall_s_total": _total_wall(stage_dir(out, stage))}
+    losses = result.losses or _last_losses(stage_dir(out, stage))  # a resume of a finished run trains nothing
+    summary = {**provenance, "weights": str(weights_path), "losses": losses, "wall_s_total": _total_wall(stage_dir(out, stage))}
     if stage == "gan":
         disc_descriptor = describe(config.architecture, config.arch_params, name=f"{config.name}-disc", role="gan")
         disc_path = save_model(
@@ -391,6 +392,16 @@ def train_config_run(train_config, generator, discriminator, config, out, stage,
     from desra.training import train
 
     return train(train_config, generator, discriminator, make_batch_fn(config, stage), stage_dir(out, stage), resume=resume, on_event=on_event)
+
+
+def _last_losses(run_dir: Path) -> dict[str, float]:
+    """Losses of the last progress event of a run ({} when there is none)."""
+    events = run_dir / "events.jsonl"
+    losses: dict[str, float] = {}
+    if events.is_file():
+        for line in events.read_text(encoding="utf-8").splitlines():
+            losses = json.loads(line).get("losses", losses)
+    return losses
 
 
 def _total_wall(run_dir: Path) -> float:
@@ -454,6 +465,8 @@ def write_model_card(out: Path, config: ZooConfig, stage: str, summary: dict[str
     else:
         lines += ["| photo | PSNR |", "|---|---|"] + [f"| {k} | {v:.2f} |" for k, v in this.items()]
     lines += ["", f"Final training losses: {json.dumps({k: round(v, 4) for k, v in summary['losses'].items()})}", ""]
+    if stage == "gan":
+        lines += ["How this GAN recipe was chosen, what else was tried and what the discriminator did: `docs/zoo.md`.", ""]
     path = Path(out) / f"{config.name}-{stage}.md"
     atomic_write_text(path, "\n".join(lines))
     return path

@@ -1,0 +1,69 @@
+"""The shipped default pair: loads by name, upscales a real photo, and the two sides differ the DeSRA way."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from desra.checkpoint import load_model, load_pair, read_state_dict
+from desra.paths import datasets_dir, weights_dir
+from desra.zoo import showcase_strip
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return load_pair("desra-demo-x4")
+
+
+def test_pair_loads_with_descriptors(pair):
+    mse, gan = pair
+    assert (mse.descriptor.role, gan.descriptor.role) == ("mse", "gan")
+    assert mse.descriptor.scale == gan.descriptor.scale == 4
+    assert mse.descriptor.architecture == gan.descriptor.architecture == "srvgg"
+
+
+def test_pair_upscales_a_real_photo_and_the_gan_side_adds_texture(pair, photo):
+    import torch
+
+    lr = photo("chelsea")[100:164, 150:214]
+    x = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1)))[None]
+    with torch.no_grad():
+        mse, gan = (m.module(x).clamp(0, 1)[0].permute(1, 2, 0).numpy() for m in pair)
+    assert mse.shape == gan.shape == (256, 256, 3)
+    # Both are faithful upscalings of the photo at LR resolution...
+    for sr in (mse, gan):
+        down = sr.reshape(64, 4, 64, 4, 3).mean(axis=(1, 3))
+        assert np.abs(down - lr).mean() < 0.06
+    # ...but the GAN model's output carries more high-frequency energy than its MSE parent's.
+    def detail(img):
+        return float(np.abs(np.diff(img, axis=0)).mean() + np.abs(np.diff(img, axis=1)).mean())
+
+    assert detail(gan) > 1.1 * detail(mse)
+
+
+def test_weights_carry_provenance_and_discriminator_ships():
+    for role in ("mse", "gan", "disc"):
+        state, meta = read_state_dict(weights_dir() / f"desra-demo-x4-{role}.safetensors")
+        assert state and meta["extra"]["seed"] == 0 and meta["extra"]["iterations"] > 0
+        assert (weights_dir() / f"desra-demo-x4-{role if role != 'disc' else 'gan'}.md").is_file()
+    gan = load_model(weights_dir() / "desra-demo-x4-gan.safetensors")
+    assert gan.descriptor.arch_params["num_feat"] == 48
+
+
+def test_demo_set_is_there_with_licences():
+    photos = sorted(p for p in (datasets_dir() / "demo").iterdir() if p.suffix in {".png", ".jpg"})
+    assert len(photos) >= 4
+    licences = (datasets_dir() / "demo" / "LICENSES.md").read_text()
+    assert all(p.name in licences for p in photos)
+
+
+def test_showcase_strip_layout():
+    mse = np.zeros((300, 400, 3), np.float32)
+    gan = np.ones((300, 400, 3), np.float32) * 0.5
+    mask = np.zeros((300, 400), bool)
+    mask[140:160, 380:400] = True
+    strip = showcase_strip(mse, gan, mask, (380, 140, 400, 160), size=128)
+    assert strip.shape == (128, 3 * 128 + 8, 3)
+    assert strip[:, :128].max() == 0 and np.allclose(strip[:, 132:260], 0.5)
+    overlay = strip[:, 264:]
+    assert (overlay[..., 0] > overlay[..., 1]).sum() == 20 * 20  # the window is clamped inside the image
