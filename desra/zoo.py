@@ -280,8 +280,11 @@ def build_discriminator(config: ZooConfig):
     return discriminator
 
 
-def heldout_psnr(module, scale: int, photos: tuple[str, ...] = HELDOUT_PHOTOS, device: str = "cpu") -> dict[str, float]:
-    """PSNR (dB, RGB, 8-bit, 4 px border cropped) of ``module`` on the held-out photos downscaled by bicubic."""
+def heldout_psnr(module, scale: int, photos: tuple[str, ...] = HELDOUT_PHOTOS, device: str = "cpu", size_multiple: int = 1) -> dict[str, float]:
+    """PSNR (dB, RGB, 8-bit, 4 px border cropped) of ``module`` on the held-out photos downscaled by bicubic.
+
+    Photos are cropped so the LR side is a multiple of ``size_multiple`` (RRDBNet x2 pixel-unshuffles its input).
+    """
     import torch
 
     from desra.degradations import bicubic_lr
@@ -290,7 +293,8 @@ def heldout_psnr(module, scale: int, photos: tuple[str, ...] = HELDOUT_PHOTOS, d
     module = module.to(device).eval()
     for spec in photos:
         hr = read_rgb(package_file(spec))
-        height, width = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
+        step = scale * size_multiple
+        height, width = (hr.shape[0] // step) * step, (hr.shape[1] // step) * step
         hr_t = torch.from_numpy(np.ascontiguousarray(hr[:height, :width].transpose(2, 0, 1)))[None]
         with torch.no_grad():
             sr = module(bicubic_lr(hr_t, scale).to(device)).clamp(0, 1).cpu()
@@ -357,7 +361,7 @@ def train_zoo_model(
     started = time.time()
     result: TrainResult = train_config_run(train_config, generator, discriminator, config, out, stage, resume, on_event)
     descriptor = describe(config.architecture, config.arch_params, name=f"{config.name}-{stage}", role=stage)
-    psnr = heldout_psnr(result.ema.float(), config.scale, device=result.device)
+    psnr = heldout_psnr(result.ema.float(), config.scale, device=result.device, size_multiple=descriptor.size_multiple)
     provenance = {
         "config": config.source,
         "stage": stage,

@@ -76,3 +76,12 @@ def test_dead_leaves_is_seeded_and_covers_range():
     assert image.shape == (64, 64, 3) and image.dtype.name == "float32"
     assert (dead_leaves(64, seed=1) == image).all() and not (dead_leaves(64, seed=2) == image).all()
     assert image.min() >= 0 and image.max() <= 1 and image.std() > 0.1
+
+
+def test_heldout_psnr_handles_pixel_unshuffle_architectures():
+    from desra.archs import get_arch
+    from desra.zoo import heldout_psnr
+
+    params = {"num_in_ch": 3, "num_out_ch": 3, "scale": 2, "num_feat": 4, "num_block": 1, "num_grow_ch": 4}
+    psnr = heldout_psnr(get_arch("rrdbnet").build(params), 2, photos=("skimage:data/chelsea.png",), size_multiple=2)
+    assert 0 < psnr["chelsea"] < 60
