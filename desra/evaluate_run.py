@@ -77,9 +77,10 @@ def evaluate_run(
     split: str = "val",
     device: str = "cpu",
     tile: int | None = None,
+    report_dir: str | os.PathLike | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Compare detections before/after the fine-tune of ``run`` on ``split``; writes RUN/evaluation/ and returns the report dict."""
+    """Compare detections before/after the fine-tune of ``run`` on ``split``; writes ``report_dir`` (RUN/evaluation/) and returns the report dict."""
     from desra.atomic import atomic_write_text
     from desra.checkpoint import load_model
     from desra.curated import open_set
@@ -101,7 +102,7 @@ def evaluate_run(
     if not items:
         raise DatasetError(f"the set {curated.root} has no {split} items; split it with `desra set split {curated.root} --val 0.75`")
     tuned = load_model(model_path, role="gan", device=device)
-    out = run / "evaluation"
+    out = Path(report_dir).expanduser().resolve() if report_dir else run / "evaluation"
     (out / "gallery").mkdir(parents=True, exist_ok=True)
     (out / "after").mkdir(parents=True, exist_ok=True)
     befores, afters, refs, names, rows = [], [], [], [], []

@@ -19,7 +19,7 @@ def _run(args) -> int:
         bar.refresh()
 
     report = evaluate_run(args.run, model=args.model, set_dir=args.set, split=args.split, device=args.device,
-                          tile=args.tile, progress=progress)
+                          tile=args.tile, report_dir=args.report_dir, progress=progress)
     bar.close()
     if args.json:
         print(json.dumps(report, indent=2))
@@ -32,7 +32,7 @@ def _run(args) -> int:
     print(f"IoU before {pct(report['iou_before'])} -> after {pct(report['iou_after'])} (drop {pct(report['iou_drop'])})")
     print(f"removal rate {pct(report['removal_rate'])} ({report['removed']}/{report['artifacts']}), "
           f"addition rate {pct(report['addition_rate'])} ({report['images_with_additions']}/{report['items']})")
-    print(f"report: {Path(report['run']) / 'evaluation' / 'report.md'}")
+    print(f"report: {(args.report_dir or Path(report['run']) / 'evaluation') / 'report.md'}")
     return 0
 
 
@@ -45,5 +45,6 @@ def register(subparsers) -> None:
     p.add_argument("--split", default="val", choices=("train", "val"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--tile", type=int, default=None)
+    p.add_argument("--report-dir", type=Path, default=None, help="where the report goes (default RUN/evaluation)")
     p.add_argument("--json", action="store_true", help="print the report JSON")
     p.set_defaults(func=_run)
