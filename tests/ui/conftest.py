@@ -136,6 +136,9 @@ def save_screenshot():
     ``$DESRA_SAVE_SCREENSHOTS`` (e.g. docs/images) unless ``publish=False``."""
 
     def save(page, name: str, *, publish: bool = True) -> Path:
+        for close in page.locator("[data-testid=toast-close]").all():  # messages would cover the page
+            close.click()
+        page.wait_for_timeout(300)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"ui-{name}.png"
         page.screenshot(path=str(path), full_page=True)

@@ -75,7 +75,7 @@ def build(ctx: AppContext) -> None:
             per_image = gr.Dataframe(headers=["method", "IoU (%)", "precision", "recall"], interactive=False, label="This image")
             gallery = gr.Gallery(
                 label="Labelled mask (green) and each method's detection (red) on the GAN-SR output",
-                columns=3, height=420, object_fit="contain", elem_classes="desra-thumbs", elem_id="evaluate-gallery",
+                columns=3, height=220, object_fit="contain", elem_classes="desra-thumbs", elem_id="evaluate-gallery",
             )
     run_state = gr.State(None)
     def evaluate(images, labels, pair, mse_checkpoint, gan_checkpoint, methods, segmenter, scale_min_area, progress=gr.Progress()):

@@ -51,7 +51,10 @@ def build(ctx: AppContext) -> None:
                 info="a registered pair's GAN model (its discriminator too, when shipped), or your GAN checkpoint",
                 elem_id="repair-pair",
             )
-            gan_file = gr.File(label="GAN checkpoint (for 'uploaded checkpoints')", file_types=[".pth", ".pt", ".safetensors"], elem_id="repair-gan")
+            gan_file = gr.File(
+                label="GAN checkpoint to fine-tune", file_types=[".pth", ".pt", ".safetensors"], elem_id="repair-gan",
+                visible=not pairs,
+            )
             iters = gr.Number(1000, label="Iterations", precision=0, minimum=1, info="the paper: about 1000")
             with gr.Accordion("Advanced", open=False):
                 save_every = gr.Number(100, label="Checkpoint and preview every N iterations", precision=0, minimum=1)
@@ -103,6 +106,7 @@ def build(ctx: AppContext) -> None:
         [job_pick],
         api_visibility="private",
     ).then(_guard(lambda j: _poll(ctx, j)), [job_pick], views, api_visibility="private")
+    pair.change(lambda p: gr.File(visible=p == UPLOADED), [pair], [gan_file], api_visibility="private")
     refresh.click(lambda: gr.Dropdown(choices=_job_choices(ctx)), None, [job_pick], api_visibility="private")
     job_pick.change(_guard(lambda j: _poll(ctx, j)), [job_pick], views, api_visibility="private")
     timer.tick(_guard(lambda j: _poll(ctx, j)), [job_pick], views, api_visibility="private", concurrency_limit=None, show_progress="hidden")
