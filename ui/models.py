@@ -58,16 +58,8 @@ def pair_models(choice: str | None, mse_upload: str | None = None, gan_upload: s
 
 
 def default_segmenter() -> str:
-    """The paper's SegFormer (``b5``) when its weights are in the local Hugging Face cache, else ``none``."""
-    from desra.semantic import DEFAULT_SEGMENTER
-
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = isinstance(try_to_load_from_cache(DEFAULT_SEGMENTER, "config.json"), str)
-    except ImportError:
-        cached = False
-    return "b5" if cached else "none"
+    """The paper's SegFormer (``b5``). Without its weights the load fails fast and the banner says why."""
+    return "b5"
 
 
 @functools.lru_cache(maxsize=2)

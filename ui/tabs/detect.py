@@ -16,7 +16,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ui.common import guarded
 from ui.context import AppContext
@@ -196,8 +195,7 @@ def _detect_one(path, lr, run_dir, mse_model, gan_model, config, segmenter, segm
     write_mask(folder / "mask.png", detection.mask)
     write_labelme(folder / f"{name}.json", detection.mask, "gan.png")
     write_picture(folder / "heatmap.png", visualize.heatmap(detection.d))
-    # np.ascontiguousarray: visualize.overlay draws with OpenCV, which rejects non-C-ordered arrays
-    write_picture(folder / "overlay.png", visualize.overlay(np.ascontiguousarray(gan), detection.mask))
+    write_picture(folder / "overlay.png", visualize.overlay(gan, detection.mask))
     if detection.labels is not None:
         write_picture(folder / "semantic.png", visualize.semantic_legend(detection.labels, ADE20K_CLASSES))
     note = detection.semantics_note or ""
