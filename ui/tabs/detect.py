@@ -16,7 +16,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-
 from ui.common import guarded
 from ui.context import AppContext
 
