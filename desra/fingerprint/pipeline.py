@@ -16,7 +16,7 @@ from desra.fingerprint.critical import CriticalConfig, critical_image
 from desra.fingerprint.features import fingerprint_features
 from desra.fingerprint.verify import P_LEVEL, SIGMA, FingerprintRecord, Verdict, compare, get_fingerprint, make_record
 
-ATTACK_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left")
+ATTACK_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 """scikit-image photos the fine-tuning attack trains on (real photos shipped with the package)."""
 
 

@@ -91,3 +91,11 @@ def test_finetuned_copy_verifies(tiny_sr, photo):
     tuned = finetune(source, 4, photos, iterations=40, patch=32, seed=0)
     assert not all((p == q).all() for p, q in zip(source.parameters(), tuned.parameters()))
     assert compare(_features(source), _features(tuned)).match
+
+
+def test_attack_photos_are_real_rgb_photos():
+    from desra.fingerprint.pipeline import ATTACK_PHOTOS, attack_photos
+
+    photos = attack_photos()
+    assert len(photos) == len(ATTACK_PHOTOS)
+    assert all(p.ndim == 3 and p.shape[2] == 3 and p.dtype == np.float32 and p.max() <= 1.0 for p in photos)
