@@ -52,9 +52,26 @@ def swinir(**params: Any):
     return _build("basicsr.archs.swinir_arch", "SwinIR", params)
 
 
-def unet_discriminator_sn(**params: Any):
-    """basicsr ``UNetDiscriminatorSN`` (Real-ESRGAN's U-Net discriminator with spectral norm): num_in_ch, num_feat, skip_connection."""
-    return _build("basicsr.archs.discriminator_arch", "UNetDiscriminatorSN", params)
+def unet_discriminator_sn(*, spectral_norm: bool = True, **params: Any):
+    """basicsr ``UNetDiscriminatorSN`` (Real-ESRGAN's U-Net discriminator): num_in_ch, num_feat, skip_connection.
+
+    ``spectral_norm=False`` gives the same U-Net with plain convolutions (at CPU scale spectral norm
+    can keep it at chance, docs/zoo.md); its state dict then has plain ``weight`` keys.
+    """
+    module = _build("basicsr.archs.discriminator_arch", "UNetDiscriminatorSN", params)
+    if not spectral_norm:
+        import torch
+
+        for layer in module.modules():
+            if hasattr(layer, "weight_orig"):
+                torch.nn.utils.remove_spectral_norm(layer)
+            # remove_spectral_norm leaves its load_state_dict pre-hook behind, which then demands the
+            # weight_orig/weight_u keys a plain convolution does not have (torch 2.x): without this,
+            # a plain discriminator could not load its own checkpoint (zoo --resume, fine-tune --disc).
+            for key, hook in list(layer._load_state_dict_pre_hooks.items()):
+                if type(getattr(hook, "hook", hook)).__name__ == "SpectralNormLoadStateDictPreHook":
+                    del layer._load_state_dict_pre_hooks[key]
+    return module
 
 
 def __getattr__(name: str) -> Any:

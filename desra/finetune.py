@@ -213,22 +213,9 @@ def build_discriminator(path: str | os.PathLike | None):
         "num_feat": int(state_dict["conv0.weight"].shape[0]),
         "skip_connection": True,
     })
-    params.pop("spectral_norm", None)  # read off the weights below instead
+    # The zoo can train the same U-Net with plain convolutions: read that off the weights.
+    params["spectral_norm"] = any(key.endswith("weight_orig") for key in state_dict)
     module = basicsr_adapter.unet_discriminator_sn(**params)
-    spectral_norm = any(key.endswith("weight_orig") for key in state_dict)
-    if not spectral_norm:
-        # The zoo can train the same U-Net with plain convolutions (spectral norm kept it at chance on CPU).
-        import torch
-
-        for layer in module.modules():
-            if hasattr(layer, "weight_orig"):
-                torch.nn.utils.remove_spectral_norm(layer)
-            # remove_spectral_norm leaves its load_state_dict pre-hook behind, which then demands the
-            # weight_orig/weight_u keys a plain convolution does not have (torch 2.x).
-            for key, hook in list(layer._load_state_dict_pre_hooks.items()):
-                if type(getattr(hook, "hook", hook)).__name__ == "SpectralNormLoadStateDictPreHook":
-                    del layer._load_state_dict_pre_hooks[key]
-    params["spectral_norm"] = spectral_norm
     try:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:

@@ -269,15 +269,7 @@ def build_discriminator(config: ZooConfig):
     from desra import basicsr_adapter as ba
 
     torch.manual_seed(config.seed + 1)
-    options = {"num_in_ch": 3, **config.discriminator}
-    keep_sn = options.pop("spectral_norm", True)
-    discriminator = ba.unet_discriminator_sn(**options)
-    if not keep_sn:
-        # Same U-Net, plain convolutions: at CPU scale spectral norm can keep it at chance (docs/zoo.md).
-        for module in discriminator.modules():
-            if hasattr(module, "weight_orig"):
-                torch.nn.utils.remove_spectral_norm(module)
-    return discriminator
+    return ba.unet_discriminator_sn(**{"num_in_ch": 3, **config.discriminator})
 
 
 def heldout_psnr(module, scale: int, photos: tuple[str, ...] = HELDOUT_PHOTOS, device: str = "cpu", size_multiple: int = 1) -> dict[str, float]:

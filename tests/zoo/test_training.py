@@ -126,3 +126,15 @@ def test_unknown_option_is_named():
 def test_gan_weight_without_discriminator_is_refused(batch_fn, tmp_path):
     with pytest.raises(ConfigError, match="discriminator"):
         train(TrainConfig(iters=2, gan_weight=0.1, device="cpu"), _tiny_generator(), None, batch_fn, tmp_path)
+
+
+def test_plain_discriminator_loads_its_own_checkpoint():
+    # zoo --resume with `spectral_norm: false` rebuilds the plain U-Net and loads its saved state dict;
+    # remove_spectral_norm's leftover load hook used to make that fail.
+    torch.manual_seed(0)
+    saved = ba.unet_discriminator_sn(num_in_ch=3, num_feat=8, skip_connection=True, spectral_norm=False).eval()
+    assert not any(key.endswith("weight_orig") for key in saved.state_dict())
+    rebuilt = ba.unet_discriminator_sn(num_in_ch=3, num_feat=8, skip_connection=True, spectral_norm=False)
+    rebuilt.load_state_dict(saved.state_dict(), strict=True)
+    x = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(rebuilt.eval()(x), saved(x))
