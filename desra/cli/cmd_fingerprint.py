@@ -58,7 +58,9 @@ def register(subparsers) -> None:
     cross.add_argument("--seed", type=int, default=0, help="seed of the N(0, 1) initialisation")
     cross.add_argument("--attacks", default="prune,int8,finetune", help="comma-separated subset of prune,int8,finetune, or 'none'")
     cross.add_argument("--finetune-iterations", type=int, default=500, help="fine-tuning attack iterations (paper: 500)")
-    cross.add_argument("--json", action="store_true", help="print names, distance matrix, eta and attack verdicts as JSON")
+    cross.add_argument("--json", action="store_true", help="print names, distance matrix, eta, pairs and attack verdicts as JSON")
+    cross.add_argument("--rows", type=Path, default=None, help="append each finished row (a fingerprint, or one attack on one model) to this JSON-lines file; "
+                       "rerunning with the same file resumes, skipping finished rows")
     _add_test(cross)
     cross.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     cross.set_defaults(func=_crosscheck)
@@ -166,39 +168,93 @@ def _attack(args) -> int:
     return 0 if all(item.result.verdict.match for item in results) else 3
 
 
+def _lineage(model: str) -> str | None:
+    """The zoo config a checkpoint file was exported from (its GAN stage starts from its MSE stage), or None."""
+    from desra.checkpoint import read_state_dict
+
+    if not Path(model).is_file():
+        return None
+    return (read_state_dict(Path(model))[1] or {}).get("extra", {}).get("config")
+
+
+def _read_rows(path: Path | None) -> list[dict]:
+    from desra.errors import ConfigError
+
+    if path is None or not path.is_file():
+        return []
+    from desra.atomic import atomic_write_text
+
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number != len(lines):
+                raise ConfigError(f"{path} line {number} is not JSON; pass another --rows file") from None
+            # An interrupted write leaves at most a truncated last line: drop it (its row is redone) so appends start clean.
+            atomic_write_text(path, "".join(line + "\n" for line in lines[:-1]))
+    return rows
+
+
 def _crosscheck(args) -> int:
+    import os
+
     from desra.checkpoint import load_model
     from desra.fingerprint.critical import CriticalConfig
     from desra.fingerprint.pipeline import cross_check
 
     attacks = _parse_attacks(args.attacks, allow_none=True)
     models = [load_model(m, device=args.device) for m in args.models]
+    lineages = [_lineage(m) for m in args.models]
     config = CriticalConfig(size=args.size, iterations=args.iterations, seed=args.seed)
     bars: dict[str, object] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
         bars.setdefault(stage, _progress(stage))(done, total)
 
-    check = cross_check(models, config, attacks=attacks, finetune_iterations=args.finetune_iterations, sigma=args.sigma, p=args.p, device=args.device, progress=progress)
+    def append_row(row: dict) -> None:
+        with open(args.rows, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    if args.rows is not None:
+        args.rows.parent.mkdir(parents=True, exist_ok=True)
+    check = cross_check(
+        models, config, attacks=attacks, finetune_iterations=args.finetune_iterations, sigma=args.sigma, p=args.p,
+        device=args.device, done_rows=_read_rows(args.rows), on_row=append_row if args.rows is not None else None, progress=progress,
+    )
     n = len(check.names)
-    false_matches = [(check.names[i], check.names[j]) for i in range(n) for j in range(i + 1, n) if check.distances[i, j] < check.eta]
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    # Two stages of one zoo config are not independent: the GAN model is fine-tuned from the MSE model.
+    derived = [(i, j) for i, j in pairs if lineages[i] is not None and lineages[i] == lineages[j]]
+    independent = [pair for pair in pairs if pair not in derived]
+    confused = [(check.names[i], check.names[j]) for i, j in independent if check.distances[i, j] < check.eta]
     failed = [(m, a) for m, verdicts in check.attacks.items() for a, v in verdicts.items() if not v.match]
     if args.json:
         print(json.dumps({
             "names": list(check.names),
             "distances": check.distances.tolist(),
             "eta": check.eta,
-            "matching_pairs": false_matches,
+            "matching_pairs": [(check.names[i], check.names[j]) for i, j in pairs if check.distances[i, j] < check.eta],
+            "derived_pairs": [{"pair": [check.names[i], check.names[j]], "distance": check.distances[i, j], "match": bool(check.distances[i, j] < check.eta)} for i, j in derived],
+            "independent_pairs": len(independent),
+            "independent_confused": confused,
             "attacks": {m: {a: v.to_json() for a, v in verdicts.items()} for m, verdicts in check.attacks.items()},
+            "seconds": check.seconds,
         }))
-        return 0
-    print(f"eta = {check.eta:.3e}; smallest distance between different models: "
-          + (f"{min(check.distances[i, j] for i in range(n) for j in range(i + 1, n)):.3e}" if n > 1 else "n/a"))
-    print("pairs judged derived: " + (", ".join(f"{a} ~ {b}" for a, b in false_matches) or "none"))
+        return 0 if not (failed or confused) else 3
+    smallest = min((check.distances[i, j] for i, j in independent), default=None)
+    print(f"eta = {check.eta:.3e}; smallest distance between independent models: " + (f"{smallest:.3e}" if smallest is not None else "n/a"))
+    print(f"independent pairs judged derived: {len(confused)}/{len(independent)}" + (": " + ", ".join(f"{a} ~ {b}" for a, b in confused) if confused else ""))
+    for i, j in derived:
+        verdict = "match" if check.distances[i, j] < check.eta else "no match"
+        print(f"derived pair {check.names[i]} -> {check.names[j]}: d={check.distances[i, j]:.3e} ({verdict})")
     for name, verdicts in check.attacks.items():
         print(f"{name}: " + "  ".join(f"{a} {'ok' if v.match else 'FAILED'} (d={v.distance:.2e})" for a, v in verdicts.items()))
     print(f"attacks survived: {sum(v.match for vs in check.attacks.values() for v in vs.values())}/{sum(len(vs) for vs in check.attacks.values())}")
-    return 0 if not failed else 3
+    return 0 if not (failed or confused) else 3
 
 
 def _list(args) -> int:

@@ -12,9 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
+from desra.errors import ConfigError
 from desra.fingerprint.critical import CriticalConfig, critical_image
 from desra.fingerprint.features import fingerprint_features
-from desra.fingerprint.verify import P_LEVEL, SIGMA, FingerprintRecord, Verdict, compare, get_fingerprint, make_record
+from desra.fingerprint.verify import (
+    P_LEVEL,
+    SIGMA,
+    FingerprintRecord,
+    Verdict,
+    compare,
+    get_fingerprint,
+    make_record,
+    verdict_from_distance,
+)
 
 ATTACK_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 """scikit-image photos the fine-tuning attack trains on (real photos shipped with the package)."""
@@ -102,6 +112,15 @@ class AttackResult:
     """Its verification against the source fingerprint."""
 
 
+def attacked_copy(name: str, module, scale: int, photos: Sequence[np.ndarray], *, finetune_iterations: int = 500, device: str = "cpu", progress: Callable[[int, int], None] | None = None):
+    """The attack ``name`` (prune, int8, finetune) applied to a copy of the SR ``module``; ``photos`` feed fine-tuning."""
+    from desra.fingerprint.attacks import apply_attack, finetune
+
+    if name == "finetune":
+        return finetune(module, scale, photos, iterations=finetune_iterations, device=device, progress=progress)
+    return apply_attack(name, module, scale, photos, device=device)
+
+
 def attack_suite(
     model,
     source: FingerprintRecord,
@@ -112,17 +131,12 @@ def attack_suite(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[AttackResult]:
     """Apply each attack to ``model`` (an ``SRModel``) and verify the attacked copy against ``source``."""
-    from desra.fingerprint.attacks import apply_attack, finetune
-
     scale = int(model.descriptor.scale)
     photos = attack_photos() if "finetune" in attacks else []
     results = []
     for name in attacks:
         report = (lambda done, total, _n=name: progress(_n, done, total)) if progress else None
-        if name == "finetune":
-            attacked = finetune(model.module, scale, photos, iterations=finetune_iterations, device=device, progress=report)
-        else:
-            attacked = apply_attack(name, model.module, scale, photos, device=device)
+        attacked = attacked_copy(name, model.module, scale, photos, finetune_iterations=finetune_iterations, device=device, progress=report)
         verified = verify_module(attacked, scale, source, device=device, progress=None if name == "finetune" else report)
         results.append(AttackResult(attack=name, module=attacked, result=verified))
     return results
@@ -134,14 +148,16 @@ class CrossCheck:
 
     names: tuple[str, ...]
     """Model names, in matrix order."""
-    records: tuple[FingerprintRecord, ...]
-    """Each model's fingerprint."""
+    features: np.ndarray
+    """(M, L) float64 fingerprint features of the models, in matrix order."""
     distances: np.ndarray
     """(M, M) float64 feature distances d between models."""
     eta: float
     """Threshold the distances are compared with."""
     attacks: dict[str, dict[str, Verdict]]
     """model name -> attack name -> verdict of the attacked copy against the model's own fingerprint."""
+    seconds: dict[str, dict[str, float]]
+    """model name -> 'fingerprint' or attack name -> wall seconds (attack + re-extraction) of that row."""
 
 
 def cross_check(
@@ -153,27 +169,74 @@ def cross_check(
     sigma: float = SIGMA,
     p: float = P_LEVEL,
     device: str = "cpu",
+    done_rows: Sequence[dict] = (),
+    on_row: Callable[[dict], None] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> CrossCheck:
-    """Fingerprint each ``SRModel``, compare every pair, and run the attack suite on each against its own fingerprint."""
+    """Fingerprint each ``SRModel``, compare every pair, and run the attack suite on each against its own fingerprint.
+
+    Work is done in rows (one fingerprint, or one attack on one model); each finished row is passed
+    to ``on_row`` as a JSON-ready dict, and rows in ``done_rows`` (from an interrupted run with the
+    same settings) are reused instead of recomputed.
+    """
+    import time
+
     from desra.fingerprint.verify import eta_threshold, feature_distance
 
     step = progress or (lambda stage, done, total: None)
-    records = []
+    emit = on_row or (lambda row: None)
+    names = [model.descriptor.name for model in models]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"cross-check needs distinct model names, got {names}; export the models under different names")
+    settings = {"critical": config.to_dict(), "finetune_iterations": finetune_iterations}
+    previous = {}
+    for row in done_rows:
+        if row.get("settings") != settings:
+            raise ConfigError(
+                f"a saved cross-check row was computed with {row.get('settings')}, this run uses {settings}; "
+                "pass a new rows file or the same settings"
+            )
+        previous[(row["name"], row["row"])] = row
+
+    def run_row(name: str, kind: str, compute: Callable[[], dict]) -> dict:
+        if (name, kind) in previous:
+            return previous[(name, kind)]
+        start = time.perf_counter()
+        row = {"name": name, "row": kind, **compute(), "seconds": time.perf_counter() - start, "settings": settings}
+        emit(row)
+        return row
+
+    features, seconds = [], {name: {} for name in names}
     for i, model in enumerate(models):
-        records.append(fingerprint_model(model.descriptor.name, model, config, source=model.descriptor.source, device=device))
+        def extract(model=model) -> dict:
+            critical = critical_image(model.module, int(model.descriptor.scale), config, device=device)
+            return {"features": [float(v) for v in fingerprint_features(critical)]}
+
+        row = run_row(names[i], "fingerprint", extract)
+        features.append(np.asarray(row["features"], np.float64))
+        seconds[names[i]]["fingerprint"] = row["seconds"]
         step("fingerprints", i + 1, len(models))
-    distances = np.array([[feature_distance(a.features, b.features) for b in records] for a in records])
+    distances = np.array([[feature_distance(a, b) for b in features] for a in features])
     attacked: dict[str, dict[str, Verdict]] = {}
-    for i, (model, record) in enumerate(zip(models, records)):
-        if attacks:
-            results = attack_suite(model, record, attacks=attacks, finetune_iterations=finetune_iterations, device=device)
-            attacked[record.name] = {item.attack: compare(record.features, fingerprint_features(item.result.critical), sigma=sigma, p=p) for item in results}
+    photos = attack_photos() if "finetune" in attacks else []
+    for i, model in enumerate(models):
+        scale = int(model.descriptor.scale)
+        for attack in attacks:
+            def attack_row(model=model, attack=attack, own=features[i]) -> dict:
+                copy = attacked_copy(attack, model.module, scale, photos, finetune_iterations=finetune_iterations, device=device)
+                verdict = compare(own, fingerprint_features(critical_image(copy, scale, config, device=device)), sigma=sigma, p=p)
+                return {"distance": verdict.distance}
+
+            row = run_row(names[i], attack, attack_row)
+            # The verdict is recomputed from the stored distance so sigma and p may change on resume.
+            attacked.setdefault(names[i], {})[attack] = verdict_from_distance(row["distance"], sigma=sigma, p=p, dims=features[i].size)
+            seconds[names[i]][attack] = row["seconds"]
         step("attacks", i + 1, len(models))
     return CrossCheck(
-        names=tuple(r.name for r in records),
-        records=tuple(records),
+        names=tuple(names),
+        features=np.stack(features) if features else np.zeros((0, 0)),
         distances=distances,
-        eta=eta_threshold(sigma, p, records[0].features.size) if records else float("nan"),
+        eta=eta_threshold(sigma, p, features[0].size) if features else float("nan"),
         attacks=attacked,
+        seconds=seconds,
     )

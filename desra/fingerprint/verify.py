@@ -69,11 +69,15 @@ class Verdict:
         return {"match": self.match, "distance": self.distance, "eta": self.eta, "p_value": self.p_value}
 
 
+def verdict_from_distance(distance: float, *, sigma: float = SIGMA, p: float = P_LEVEL, dims: int = 30) -> Verdict:
+    """Verdict for a feature distance d between two ``dims``-long features at noise level ``sigma`` and significance ``p``."""
+    eta = eta_threshold(sigma, p, dims)
+    return Verdict(match=distance < eta, distance=float(distance), eta=eta, p_value=p_value(distance, sigma, dims))
+
+
 def compare(h_src: np.ndarray, h_sus: np.ndarray, *, sigma: float = SIGMA, p: float = P_LEVEL) -> Verdict:
     """Verdict for two (L,) feature vectors at noise level ``sigma`` and significance ``p``."""
-    d = feature_distance(h_src, h_sus)
-    eta = eta_threshold(sigma, p, h_src.size)
-    return Verdict(match=d < eta, distance=d, eta=eta, p_value=p_value(d, sigma, h_src.size))
+    return verdict_from_distance(feature_distance(h_src, h_sus), sigma=sigma, p=p, dims=np.asarray(h_src).size)
 
 
 @dataclass(frozen=True)

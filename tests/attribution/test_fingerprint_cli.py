@@ -67,3 +67,47 @@ def test_unknown_fingerprint_is_a_one_line_error(tmp_path, checkpoints, capsys):
 def test_bad_attack_list_is_rejected(tmp_path, checkpoints, capsys):
     code = main(["fingerprint", "attack", str(checkpoints[1]), "--against", "x", "--attacks", "prune,melt", "--workspace", str(tmp_path)])
     assert code == 2 and "prune,int8,finetune" in capsys.readouterr().err
+
+
+def test_crosscheck_writes_rows_and_resumes(tmp_path, capsys):
+    import torch
+
+    from desra.archs import get_arch
+    from desra.checkpoint import describe, save_model
+
+    params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 4, "act_type": "prelu"}
+    paths = []
+    # a and b stand for the MSE and GAN stage of one zoo config; c is independent
+    for seed, name, lineage in ((1, "a", "zoo-1.yaml"), (1, "b", "zoo-1.yaml"), (2, "c", "zoo-2.yaml")):
+        torch.manual_seed(seed)
+        paths.append(save_model(tmp_path / f"{name}.safetensors", get_arch("srvgg").build(params),
+                                describe("srvgg", params, name=name), extra_metadata={"config": lineage}))
+    rows = tmp_path / "rows.jsonl"
+    command = ["fingerprint", "crosscheck", *map(str, paths), "--iterations", "200", "--size", "32",
+               "--attacks", "prune,int8", "--rows", str(rows), "--json"]
+    assert main(command) == 0
+    first = json.loads(capsys.readouterr().out)
+    lines = rows.read_text().splitlines()
+    assert sorted((json.loads(r)["name"], json.loads(r)["row"]) for r in lines) == sorted(
+        (n, k) for n in "abc" for k in ("fingerprint", "prune", "int8"))
+    # identical weights in one lineage are a derived pair that matches; a-c and b-c are the independent pairs
+    assert first["derived_pairs"] == [{"pair": ["a", "b"], "distance": 0.0, "match": True}]
+    assert first["independent_pairs"] == 2 and first["independent_confused"] == []
+    assert all(v["match"] for verdicts in first["attacks"].values() for v in verdicts.values())
+
+    # cut short mid-write: four finished rows and half a line; the rerun redoes only what is missing
+    rows.write_text("\n".join(lines[:4]) + "\n" + lines[4][:20])
+    assert main(command) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["distances"] == first["distances"] and resumed["attacks"] == first["attacks"]
+    finished = [json.loads(r) for r in rows.read_text().splitlines()]
+    assert len(finished) == 9 and [r["seconds"] for r in finished[:4]] == [json.loads(r)["seconds"] for r in lines[:4]]
+
+
+def test_crosscheck_refuses_rows_of_other_settings(tmp_path, checkpoints, capsys):
+    rows = tmp_path / "rows.jsonl"
+    base = ["fingerprint", "crosscheck", str(checkpoints[1]), "--size", "32", "--attacks", "none", "--rows", str(rows)]
+    assert main([*base, "--iterations", "50"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--iterations", "60"]) == 2
+    assert "pass a new rows file or the same settings" in capsys.readouterr().err
