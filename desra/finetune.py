@@ -15,6 +15,10 @@ Run folder::
     RUN/previews/iter_*/     SR of a few val items at each checkpoint
     RUN/model.safetensors    the fine-tuned generator (EMA weights) with architecture metadata
     RUN/generator.safetensors  the same without EMA averaging
+
+Multi-GPU: ``torchrun --nproc_per_node N -m desra finetune <same flags>`` trains with DDP
+(:mod:`desra.training`); ``batch`` is per process, each process draws its own crops, and only
+rank 0 writes the run folder.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ class FinetuneConfig:
     patch: int = 256
     """HR (pseudo-GT) crop size in pixels; the LR crop is patch / scale."""
     batch: int = 4
-    """Crops per iteration (the paper: 48 over 4 GPUs)."""
+    """Crops per iteration per process (under torchrun the global batch is N x this; the paper: 12 x 4 GPUs)."""
     save_every: int = 100
     """Checkpoint and preview every this many iterations."""
     device: str = "auto"
@@ -152,14 +156,16 @@ def load_train_data(set_dir: str | os.PathLike, patch: int) -> TrainData:
     return TrainData(lrs, targets, scale, lr_patch)
 
 
-def make_batch_fn(data: TrainData, batch: int, seed: int) -> Callable[[int], tuple[Any, Any]]:
-    """``batch_fn(i) -> (lr (B,3,p,p), target (B,3,sp,sp))`` float32 tensors: aligned random crops with flips, pure in (seed, i)."""
+def make_batch_fn(data: TrainData, batch: int, seed: int) -> Callable[..., tuple[Any, Any]]:
+    """``batch_fn(i, rank=0) -> (lr (B,3,p,p), target (B,3,sp,sp))`` float32 tensors: aligned random crops with flips, pure in (seed, i, rank)."""
     import torch
 
     p, s = data.lr_patch, data.scale
 
-    def batch_fn(iteration: int):
-        rng = np.random.default_rng([seed, iteration])
+    def batch_fn(iteration: int, rank: int = 0):
+        # Rank 0 keeps the one-process seed, so a single-process run is unchanged; other torchrun
+        # ranks (>= 1, never colliding with it) draw their own crops.
+        rng = np.random.default_rng([seed, iteration] if rank == 0 else [seed, iteration, rank])
         lrs, hrs = [], []
         for _ in range(batch):
             k = int(rng.integers(len(data.lr)))
@@ -263,19 +269,26 @@ def finetune(
     resume: bool = False,
     on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> FinetuneResult:
-    """Fine-tune the GAN generator of ``config`` on the set's pseudo-GT and export the result."""
-    from desra.atomic import atomic_write_text
-    from desra.checkpoint import load_model, load_pair, save_basicsr, save_model
-    from desra.curated import open_set
-    from desra.training import latest_checkpoint, resolve_device, train
+    """Fine-tune the GAN generator of ``config`` on the set's pseudo-GT and export the result.
+
+    Under torchrun every process calls this; rank 0 alone writes the run folder (events, run.json,
+    checkpoints, previews, exports) and every rank returns the same result once the exports exist.
+    """
+    from desra.training import distributed
 
     if bool(config.pair) == bool(config.model):
         raise ConfigError("give exactly one of --pair NAME or --model GAN_CKPT")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError(
-            "multi-process (torchrun/DDP) fine-tuning needs DDP support in desra.training, which it does not "
-            "have yet; run one process (--device cuda) instead"
-        )
+    with distributed(config.device) as info:
+        return _finetune(config, info, resume=resume, on_event=on_event)
+
+
+def _finetune(config: FinetuneConfig, info, *, resume: bool, on_event) -> FinetuneResult:
+    """:func:`finetune` in one process of ``info`` (a :class:`desra.training.Distributed`)."""
+    from desra.atomic import atomic_write_text
+    from desra.checkpoint import load_model, load_pair, save_basicsr, save_model
+    from desra.curated import open_set
+    from desra.training import latest_checkpoint, train
+
     out = Path(config.out).expanduser().resolve()
     if not resume and latest_checkpoint(out) is not None:
         raise ConfigError(
@@ -283,9 +296,11 @@ def finetune(
             "continue it or choose a new --out folder"
         )
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
+    device = info.device
 
     def emit(event: dict[str, Any]) -> None:
+        if not info.is_main:
+            return
         with open(out / "events.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(event) + "\n")
         if on_event is not None:
@@ -299,10 +314,10 @@ def finetune(
         gan = load_model(config.model, role="gan")
         disc_path = config.disc
     discriminator, disc_info = build_discriminator(disc_path)
-    if disc_path is None:
+    if disc_path is None and info.is_main:
         message = ("no discriminator given and none is shipped for this model: starting from a FRESH U-Net SN "
                    "discriminator, whose early feedback is noise; pass --disc D_CKPT when you have it")
-        warnings.warn(message, stacklevel=2)
+        warnings.warn(message, stacklevel=3)
         emit({"event": "warning", "message": message})
     if data.scale != gan.descriptor.scale:
         raise DatasetError(
@@ -321,13 +336,17 @@ def finetune(
         "start_model": gan.descriptor.to_dict(),
         "discriminator": disc_info,
         "device": device,
+        "processes": info.world,
+        "global_batch": config.batch * info.world,
         "lr_patch": data.lr_patch,
         "train_items": len(data.lr),
     }
-    if resume:
-        _drop_corrupt_checkpoints(out, emit)
-    if not resume or not (out / "run.json").exists():
-        atomic_write_text(out / "run.json", json.dumps(run_info, indent=2))
+    if info.is_main:
+        if resume:
+            _drop_corrupt_checkpoints(out, emit)
+        if not resume or not (out / "run.json").exists():
+            atomic_write_text(out / "run.json", json.dumps(run_info, indent=2))
+    info.barrier()  # every rank resumes from the checkpoint rank 0 has just vetted
 
     def preview(iteration: int, ema) -> dict[str, float]:
         return _write_previews(ema, val_items, data.scale, out / "previews" / f"iter_{iteration:06d}", device)
@@ -336,18 +355,20 @@ def finetune(
         config.train_config(), gan.module, discriminator, make_batch_fn(data, config.batch, config.seed), out,
         resume=resume, on_event=on_event, preview_fn=preview,
     )
-    descriptor = dataclasses.replace(gan.descriptor, name=f"{gan.descriptor.name}-desra", role="gan", source="")
-    extra = {"finetuned_from": gan.descriptor.name, "set": str(curated.root), "iterations": result.iterations,
-             "finetune": dataclasses.asdict(config)}
-    model_path = save_model(out / "model.safetensors", result.ema, descriptor, extra_metadata=extra)
-    # The raw (non-EMA) weights too: after ~1000 iterations an EMA of decay 0.999 still holds
-    # 0.999^1000 = 37 % of the starting weights, so users may want to compare both.
-    save_model(out / "generator.safetensors", result.generator, descriptor, extra_metadata={**extra, "weights": "raw"})
-    basicsr_path = save_basicsr(out / "model_basicsr.pth", result.ema, key="params_ema")
-    save_basicsr(out / "discriminator_basicsr.pth", discriminator, key="params")
-    options = out / "options.yml"
-    atomic_write_text(options, basicsr_options(config, descriptor, disc_info, out, data.scale))
-    _write_basicsr_data(curated, out / "basicsr_data")
+    model_path, basicsr_path, options = out / "model.safetensors", out / "model_basicsr.pth", out / "options.yml"
+    if info.is_main:
+        descriptor = dataclasses.replace(gan.descriptor, name=f"{gan.descriptor.name}-desra", role="gan", source="")
+        extra = {"finetuned_from": gan.descriptor.name, "set": str(curated.root), "iterations": result.iterations,
+                 "finetune": dataclasses.asdict(config)}
+        save_model(model_path, result.ema, descriptor, extra_metadata=extra)
+        # The raw (non-EMA) weights too: after ~1000 iterations an EMA of decay 0.999 still holds
+        # 0.999^1000 = 37 % of the starting weights, so users may want to compare both.
+        save_model(out / "generator.safetensors", result.generator, descriptor, extra_metadata={**extra, "weights": "raw"})
+        save_basicsr(basicsr_path, result.ema, key="params_ema")
+        save_basicsr(out / "discriminator_basicsr.pth", discriminator, key="params")
+        atomic_write_text(options, basicsr_options(config, descriptor, disc_info, out, data.scale))
+        _write_basicsr_data(curated, out / "basicsr_data")
+    info.barrier()  # the files this returns exist for every rank
     return FinetuneResult(out, model_path, basicsr_path, options, result.iterations, result.wall_s, result.device)
 
 

@@ -10,17 +10,26 @@ Reproducible and resumable: data come from ``batch_fn(iteration)``, which must b
 of the iteration (and the caller's seed), so a run resumed from a checkpoint sees exactly the
 batches an uninterrupted run would have. Checkpoints ``out_dir/ckpt/iter_XXXXXX.pt`` hold plain
 tensors and dicts only (``torch.load(weights_only=True)`` reads them) and are written atomically.
+
+Multi-process (``torchrun``, DDP): when ``WORLD_SIZE`` > 1, :func:`distributed` joins the process
+group (nccl on CUDA, gloo on CPU) and gives each process the GPU of its ``LOCAL_RANK``; :func:`train`
+then wraps generator and discriminator in ``DistributedDataParallel`` and asks
+``batch_fn(iteration, rank)`` for that process's own batch, so the batch size is per process
+(basicsr's ``batch_size_per_gpu``). Only rank 0 writes checkpoints, events and previews; every rank
+resumes from the same checkpoint. One process never touches ``torch.distributed``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import json
 import math
+import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -135,6 +144,134 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={raw!r} is not an integer; torchrun sets it, so launch with torchrun or unset it") from None
+
+
+def launch_rank() -> int:
+    """Global rank torchrun gave this process (``RANK``), 0 without torchrun."""
+    return _env_int("RANK", 0) if _env_int("WORLD_SIZE", 1) > 1 else 0
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a ``torchrun`` launch; a plain process is rank 0 of 1."""
+
+    rank: int
+    """Global rank; rank 0 writes every file."""
+    world: int
+    """Number of processes (1 without torchrun)."""
+    local_rank: int
+    """Rank on this machine; picks the GPU."""
+    device: str
+    """Device of this process ('cpu', 'cuda:LOCAL_RANK', ...)."""
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes checkpoints, events, previews and exports."""
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        """Wait until every process gets here (nothing to wait for with one process)."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier(device_ids=[self.local_rank] if self.device.startswith("cuda") else None)
+
+
+def _rank_device(device: str, local_rank: int) -> str:
+    """The device of torchrun process ``local_rank``: CPU stays CPU, a GPU request becomes ``cuda:LOCAL_RANK``."""
+    import torch
+
+    resolved = resolve_device(device)
+    if not resolved.startswith("cuda"):
+        return resolved
+    if resolved != "cuda":
+        raise ConfigError(
+            f"device {device!r} names one GPU, but under torchrun each process takes the GPU of its LOCAL_RANK; "
+            "pass --device cuda (or auto) and choose GPUs with CUDA_VISIBLE_DEVICES"
+        )
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise ConfigError(
+            f"torchrun started a process with LOCAL_RANK={local_rank} but only {count} GPU(s) are visible; "
+            f"use --nproc_per_node {count} or fewer"
+        )
+    return f"cuda:{local_rank}"
+
+
+def _die_with_launcher() -> None:
+    """Make this torchrun worker die when its launcher does (Linux; elsewhere a no-op)."""
+    # torchrun starts workers in sessions of their own, so a kill -9 of torchrun alone would leave
+    # them training and writing checkpoints beside the run a --resume then starts.
+    with contextlib.suppress(Exception):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@contextlib.contextmanager
+def distributed(device: str = "auto") -> Iterator[Distributed]:
+    """Join torchrun's process group when ``WORLD_SIZE`` > 1 (nccl on CUDA, gloo on CPU), leave it on exit or error.
+
+    Yields this process's :class:`Distributed`. Nested use (``desra.finetune`` around :func:`train`)
+    reuses the group the outer one joined; one process starts nothing.
+    """
+    world = _env_int("WORLD_SIZE", 1)
+    if world <= 1:
+        yield Distributed(0, 1, 0, resolve_device(device))
+        return
+    import torch
+    import torch.distributed as dist
+
+    local_rank = _env_int("LOCAL_RANK", 0)
+    info = Distributed(_env_int("RANK", 0), world, local_rank, _rank_device(device, local_rank))
+    if dist.is_initialized():
+        yield info
+        return
+    _die_with_launcher()
+    on_gpu = info.device.startswith("cuda")
+    if on_gpu:
+        torch.cuda.set_device(info.device)
+    dist.init_process_group("nccl" if on_gpu else "gloo")
+    try:
+        yield info
+    finally:
+        dist.destroy_process_group()
+
+
+def _rank_batches(batch_fn: Callable[..., tuple[Any, Any]], info: Distributed) -> Callable[[int], tuple[Any, Any]]:
+    """``iteration -> (lr, hr)`` of this process: ``batch_fn`` itself for one process, ``batch_fn(i, rank)`` under torchrun."""
+    if info.world == 1:
+        return batch_fn
+    try:
+        inspect.signature(batch_fn).bind(1, 0)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"this run was launched as {info.world} torchrun processes, but its batch_fn takes only the iteration, so "
+            "every process would train on the same data; run one process, or give batch_fn a rank argument"
+        ) from None
+    return lambda iteration: batch_fn(iteration, info.rank)
+
+
+def _mean_over_ranks(values: dict[str, float], info: Distributed) -> dict[str, float]:
+    """Average logged numbers over all processes (each saw its own batch); unchanged for one process."""
+    if info.world == 1 or not values:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    keys = list(values)
+    total = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=info.device)
+    dist.all_reduce(total)
+    return dict(zip(keys, (total / info.world).tolist(), strict=True))
+
+
 def checkpoint_path(out_dir: str | Path, iteration: int) -> Path:
     """``out_dir/ckpt/iter_XXXXXX.pt`` for ``iteration``."""
     return Path(out_dir) / "ckpt" / f"iter_{iteration:06d}.pt"
@@ -163,12 +300,12 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a training checkpoint with ``torch.load(weights_only=True)``; CheckpointError if unreadable."""
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+    """Read a training checkpoint with ``torch.load(weights_only=True)`` onto ``map_location``; CheckpointError if unreadable."""
     import torch
 
     try:
-        return torch.load(Path(path), map_location="cpu", weights_only=True)
+        return torch.load(Path(path), map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means the same to the user
         raise CheckpointError(f"cannot read training checkpoint {path}: {error}; delete it to resume from the previous one") from error
 
@@ -206,7 +343,7 @@ def train(
     config: TrainConfig,
     generator,
     discriminator,
-    batch_fn: Callable[[int], tuple[Any, Any]],
+    batch_fn: Callable[..., tuple[Any, Any]],
     out_dir: str | Path,
     *,
     resume: bool = False,
@@ -216,17 +353,26 @@ def train(
     """Train ``generator`` (and ``discriminator``, may be None) for ``config.iters`` iterations.
 
     ``batch_fn(i)`` -> ``(lr, hr)`` tensors ``(N, 3, h, w)`` / ``(N, 3, s*h, s*w)`` in [0, 1] for
-    iteration ``i`` (1-based), the same every time it is called with ``i``. ``on_event(event)``
-    receives every logged event (the dicts written to ``events.jsonl``); ``preview_fn(i, ema)`` is
-    called at each checkpoint with the EMA generator in eval mode and may return a dict of numbers
-    that is logged. With ``resume`` the newest checkpoint in ``out_dir`` is restored first
-    (generator, discriminator, EMA, optimisers, iteration); without it ``out_dir`` must hold no
-    checkpoints, so a finished run is never overwritten by accident.
+    iteration ``i`` (1-based), the same every time it is called with ``i``; under torchrun it is
+    called as ``batch_fn(i, rank)`` and must give each rank different data. ``on_event(event)``
+    receives every logged event (the dicts written to ``events.jsonl``; rank 0 only);
+    ``preview_fn(i, ema)`` is called (on rank 0) at each checkpoint with the EMA generator in eval
+    mode and may return a dict of numbers that is logged. With ``resume`` the newest checkpoint in
+    ``out_dir`` is restored first (generator, discriminator, EMA, optimisers, iteration; on every
+    rank); without it ``out_dir`` must hold no checkpoints, so a finished run is never overwritten
+    by accident.
     """
+    with distributed(config.device) as info:
+        return _train(config, generator, discriminator, _rank_batches(batch_fn, info), Path(out_dir), info,
+                      resume=resume, on_event=on_event, preview_fn=preview_fn)
+
+
+def _train(config: TrainConfig, generator, discriminator, batch_fn: Callable[[int], tuple[Any, Any]], out_dir: Path,
+           info: Distributed, *, resume: bool, on_event, preview_fn) -> TrainResult:
+    """:func:`train` in one process of ``info`` (``batch_fn`` already gives this rank's batches)."""
     import torch
 
-    out_dir = Path(out_dir)
-    device = resolve_device(config.device)
+    device = info.device
     uses_d = discriminator is not None and (config.gan_weight > 0 or config.percep_weight > 0)
     if (config.gan_weight > 0 or config.percep_weight > 0) and discriminator is None:
         raise ConfigError(
@@ -253,7 +399,7 @@ def train(
     start = 0
     existing = latest_checkpoint(out_dir)
     if resume and existing is not None:
-        state = load_checkpoint(existing)
+        state = load_checkpoint(existing, map_location=device)
         generator.load_state_dict(state["generator"])
         if config.ema > 0:
             ema_model.load_state_dict(state["ema"])
@@ -275,12 +421,35 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     events_path = out_dir / "events.jsonl"
 
+    # Forward passes whose gradients must be averaged over ranks go through these (the modules
+    # themselves for one process); state dicts, EMA and the feature hooks use the plain modules.
+    g_run, d_run = generator, discriminator
+    if info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [info.local_rank] if device.startswith("cuda") else None
+        g_run = DistributedDataParallel(generator, device_ids=ids)
+        if uses_d:
+            # Spectral norm's power-iteration buffers depend only on the weights (equal on every rank
+            # after each gradient all-reduce) and on the number of forwards (equal too), so they stay
+            # equal without a broadcast before each of D's forwards; DDP copies rank 0's once here.
+            d_run = DistributedDataParallel(discriminator, device_ids=ids, forward_sync_buffers=False)
+
     def emit(event: dict[str, Any]) -> None:
+        if not info.is_main:
+            return
         _append_event(events_path, event)
         if on_event is not None:
             on_event(event)
 
     def save(iteration: int) -> Path:
+        path = checkpoint_path(out_dir, iteration)
+        if info.is_main:
+            write(iteration, path)
+        info.barrier()  # no rank runs on (or returns) before rank 0's checkpoint is complete
+        return path
+
+    def write(iteration: int, path: Path) -> None:
         state = {
             "iteration": iteration,
             "generator": generator.state_dict(),
@@ -292,7 +461,6 @@ def train(
             "scaler_d": scaler_d.state_dict() if use_amp else None,
             "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
         }
-        path = checkpoint_path(out_dir, iteration)
         with atomic_path(path) as temp:
             torch.save(state, temp)
         for _, old in list_checkpoints(out_dir)[: -config.keep_checkpoints]:
@@ -304,7 +472,6 @@ def train(
                 metrics = preview_fn(iteration, ema_model)
             if metrics:
                 emit({"event": "preview", "iter": iteration, "metrics": metrics, "time": time.time()})
-        return path
 
     from desra import losses as L
 
@@ -328,10 +495,10 @@ def train(
             _set_requires_grad(discriminator, False)
         if warmup:
             with torch.no_grad(), amp():
-                sr = generator(lr)
+                sr = g_run(lr)
         else:
             with amp():
-                sr = generator(lr)
+                sr = g_run(lr)
                 loss_g = sr.new_zeros((), dtype=torch.float32)
                 if config.l1_weight > 0:
                     rec = L.l1(sr.float(), hr)
@@ -365,8 +532,8 @@ def train(
         if uses_d:
             _set_requires_grad(discriminator, True)
             with amp():
-                real_logits = discriminator(hr)
-                fake_logits = discriminator(sr.detach())
+                real_logits = d_run(hr)
+                fake_logits = d_run(sr.detach())
                 loss_d = L.gan_discriminator_loss(real_logits.float(), fake_logits.float(), config.gan_kind)
             opt_d.zero_grad(set_to_none=True)
             scaler_d.scale(loss_d).backward()
@@ -381,7 +548,7 @@ def train(
         if iteration % config.log_every == 0 or iteration == config.iters:
             now = time.time()
             it_per_s = (iteration - window_iter) / max(now - window_start, 1e-9)
-            last_losses = {k: sum(v) / len(v) for k, v in window.items()}
+            last_losses = _mean_over_ranks({k: sum(v) / len(v) for k, v in window.items()}, info)
             emit({
                 "iter": iteration,
                 "iters": config.iters,

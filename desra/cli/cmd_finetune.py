@@ -11,6 +11,7 @@ def _run(args) -> int:
     from tqdm import tqdm
 
     from desra.finetune import FinetuneConfig, finetune
+    from desra.training import launch_rank
 
     config = FinetuneConfig(
         set_dir=str(args.set), out=str(args.out), pair=args.pair, model=args.model, disc=args.disc,
@@ -18,7 +19,8 @@ def _run(args) -> int:
         device=args.device, seed=args.seed, l1_weight=args.l1_weight, percep_weight=args.percep_weight,
         gan_weight=args.gan_weight, gan_kind=args.gan_kind, amp=not args.no_amp,
     )
-    bar = tqdm(total=args.iters, desc="fine-tune", unit="it")
+    main = launch_rank() == 0  # under torchrun only rank 0 reports; the others train silently
+    bar = tqdm(total=args.iters, desc="fine-tune", unit="it", disable=not main)
 
     def on_event(event: dict) -> None:
         if "losses" in event:
@@ -35,6 +37,8 @@ def _run(args) -> int:
         warnings.showwarning = lambda message, *a, **k: bar.write(f"warning: {message}")
         result = finetune(config, resume=args.resume, on_event=on_event)
     bar.close()
+    if not main:
+        return 0
     print(f"fine-tuned {result.iterations} iterations on {result.device} in {result.wall_s:.0f} s")
     print(f"model: {result.model}\nbasicsr weights (params_ema): {result.basicsr_model}\nbasicsr options: {result.options}")
     print(f"evaluate it: desra evaluate-run {result.out}")
@@ -43,7 +47,11 @@ def _run(args) -> int:
 
 def register(subparsers) -> None:
     """Add `desra finetune` to the `desra` parser."""
-    p = subparsers.add_parser("finetune", help="DeSRA fine-tune of a GAN-SR model on a curated set (Sec. 3.3)")
+    p = subparsers.add_parser(
+        "finetune", help="DeSRA fine-tune of a GAN-SR model on a curated set (Sec. 3.3)",
+        description="DeSRA fine-tune of a GAN-SR model on a curated set's pseudo-GT (Sec. 3.3). "
+                    "Multi-GPU: torchrun --nproc_per_node N -m desra finetune <same flags> (DDP; --batch is per process).",
+    )
     p.add_argument("--set", type=Path, required=True, help="curated set folder (desra set create/add/split)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--pair", default=None, help="registered pair; its GAN side is fine-tuned")
@@ -52,7 +60,8 @@ def register(subparsers) -> None:
     p.add_argument("--iters", type=int, default=1000)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--patch", type=int, default=256, help="HR crop size (LR crop = patch / scale)")
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--batch", type=int, default=4,
+                   help="crops per iteration PER PROCESS: under torchrun the global batch is N x this (as basicsr's batch_size_per_gpu)")
     p.add_argument("--save-every", type=int, default=100, help="checkpoint + preview interval")
     p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
     p.add_argument("--out", type=Path, required=True, help="run folder")
