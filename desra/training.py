@@ -253,8 +253,9 @@ def _rank_batches(batch_fn: Callable[..., tuple[Any, Any]], info: Distributed) -
         inspect.signature(batch_fn).bind(1, 0)
     except (TypeError, ValueError):
         raise ConfigError(
-            f"this run was launched as {info.world} torchrun processes, but its batch_fn takes only the iteration, so "
-            "every process would train on the same data; run one process, or give batch_fn a rank argument"
+            f"this run was launched as {info.world} torchrun processes, but its batch_fn takes only the iteration, "
+            "so every process would train on the same data; run it as one process (without torchrun), or give "
+            "batch_fn a rank argument"
         ) from None
     return lambda iteration: batch_fn(iteration, info.rank)
 
