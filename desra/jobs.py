@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from desra.errors import JobError, UnknownNameError
+from desra.process import die_with_parent
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 HEARTBEAT_S = 2.0
@@ -466,14 +466,6 @@ def _child_env(worker_device: str) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:
-    # A job must not outlive a worker killed with SIGKILL: the requeued job would run twice at once.
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _failure_reason(log_path: Path, returncode: int) -> str:
     with contextlib.suppress(OSError):
         lines = [line.strip() for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()]
@@ -533,7 +525,7 @@ def _run_one(store: JobStore, job: Job, worker_id: str, device: str, poll_s: flo
         log.flush()
         process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_child_env(device),
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
         cancelled_at = None
         while process.poll() is None:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from desra.atomic import atomic_path
+from desra.process import die_with_parent
 from desra.errors import CheckpointError, ConfigError
 from desra.losses import GAN_KINDS
 
@@ -204,17 +205,6 @@ def _rank_device(device: str, local_rank: int) -> str:
     return f"cuda:{local_rank}"
 
 
-def _die_with_launcher() -> None:
-    """Make this torchrun worker die when its launcher does (Linux; elsewhere a no-op)."""
-    # torchrun starts workers in sessions of their own, so a kill -9 of torchrun alone would leave
-    # them training and writing checkpoints beside the run a --resume then starts.
-    with contextlib.suppress(Exception):
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 @contextlib.contextmanager
 def distributed(device: str = "auto") -> Iterator[Distributed]:
     """Join torchrun's process group when ``WORLD_SIZE`` > 1 (nccl on CUDA, gloo on CPU), leave it on exit or error.
@@ -234,7 +224,7 @@ def distributed(device: str = "auto") -> Iterator[Distributed]:
     if dist.is_initialized():
         yield info
         return
-    _die_with_launcher()
+    die_with_parent()  # torchrun starts workers in sessions of their own; a kill -9 of it must take them along
     on_gpu = info.device.startswith("cuda")
     if on_gpu:
         torch.cuda.set_device(info.device)
