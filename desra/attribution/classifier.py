@@ -2,7 +2,7 @@
 
 Vonderfecht & Liu fine-tuned ImageNet ConvNeXt-Base (224 px crops, Adamax lr 5e-4, batch 16,
 random crops only). No pretrained weights are reachable here, so desra trains a ConvNeXt-style
-network of ~0.4 M parameters from scratch: a 2x2 stride-2 patchify stem (fine enough to keep the
+network of ~0.37 M parameters from scratch: a 2x2 stride-2 patchify stem (fine enough to keep the
 pixel-phase patterns of x2/x4 upsamplers), three stages of ConvNeXt blocks (7x7 depthwise conv,
 LayerNorm, 4x inverted bottleneck, GELU, layer scale) with 2x2 stride-2 downsampling between them,
 global average pooling and three linear heads: model (attribution), scale and loss (parsing).

@@ -9,6 +9,7 @@ MODELS = {
     "attr-zoo-srvgg-16x4-x4": ("srvgg", dict(num_in_ch=3, num_out_ch=3, num_feat=16, num_conv=4, upscale=4, act_type="prelu")),
     "attr-zoo-srvgg-16x4-x2": ("srvgg", dict(num_in_ch=3, num_out_ch=3, num_feat=16, num_conv=4, upscale=2, act_type="prelu")),
     "attr-zoo-rrdbnet-1x16-x4": ("rrdbnet", dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=16, num_block=1, num_grow_ch=8)),
+    "attr-zoo-rrdbnet-1x16-x2": ("rrdbnet", dict(num_in_ch=3, num_out_ch=3, scale=2, num_feat=16, num_block=1, num_grow_ch=8)),
     "desra-demo-srvgg-48x16-x4": ("srvgg", dict(num_in_ch=3, num_out_ch=3, num_feat=48, num_conv=16, upscale=4, act_type="prelu")),
     "rrdbnet-23x64-x4": ("rrdbnet", dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=64, num_block=23, num_grow_ch=32)),
 }
