@@ -38,6 +38,9 @@ PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 # desra's own training checkpoints keep "ema" and "generator").
 NESTED_KEYS = ("params_ema", "params", "ema", "generator", "state_dict")
 ROLES = ("mse", "gan", "unknown")
+# Metadata architecture of a saved GAN discriminator (basicsr's UNetDiscriminatorSN): not an SR
+# network, so it is kept out of the SR architecture registry and refused by load_model.
+DISCRIMINATOR_ARCH = "unet_discriminator_sn"
 
 
 @dataclass(frozen=True)
@@ -277,6 +280,11 @@ def load_model(
                 f"run `desra models pull {entry.id}` or place the file there by hand"
             )
     state_dict, metadata = read_state_dict(path)
+    if metadata.get("architecture") == DISCRIMINATOR_ARCH or {"conv0.weight", "conv9.weight"} <= set(state_dict):
+        raise CheckpointError(
+            f"{path} is a GAN discriminator (basicsr's UNetDiscriminatorSN), not an SR model; it cannot upscale "
+            "images. Fine-tuning takes it as `desra finetune --disc FILE`"
+        )
     if architecture is None:
         if entry is not None:
             architecture, arch_params = entry.architecture, arch_params or dict(entry.arch_params)
@@ -338,6 +346,29 @@ def save_model(
     metadata = {METADATA_KEY: json.dumps(payload, sort_keys=True)}
     with atomic_path(path) as temp:
         save_file(_tensors(module_or_state_dict), str(temp), metadata=metadata)
+    return path
+
+
+def save_discriminator(
+    path: str | os.PathLike,
+    module_or_state_dict: Any,
+    params: dict[str, Any],
+    *,
+    name: str = "",
+    extra_metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write a U-Net SN discriminator to ``path`` (.safetensors) atomically, its builder ``params`` as metadata."""
+    from safetensors.torch import save_file
+
+    from desra.atomic import atomic_path
+
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise CheckpointError(f"save_discriminator writes .safetensors files, got {path}")
+    payload = {"architecture": DISCRIMINATOR_ARCH, "arch_params": dict(params), "role": "discriminator",
+               "name": name, "extra": dict(extra_metadata or {})}
+    with atomic_path(path) as temp:
+        save_file(_tensors(module_or_state_dict), str(temp), metadata={METADATA_KEY: json.dumps(payload, sort_keys=True)})
     return path
 
 

@@ -202,7 +202,7 @@ def _pair_discriminator(pair: str) -> Path | None:
 def build_discriminator(path: str | os.PathLike | None):
     """Load basicsr's U-Net SN discriminator from a checkpoint (any desra/basicsr layout), or a fresh one when None -> (module, description)."""
     from desra import basicsr_adapter
-    from desra.checkpoint import read_state_dict
+    from desra.checkpoint import DISCRIMINATOR_ARCH, read_state_dict
 
     if path is None:
         params = {"num_in_ch": 3, "num_feat": 64, "skip_connection": True}
@@ -213,8 +213,9 @@ def build_discriminator(path: str | os.PathLike | None):
             f"{path} is not basicsr's UNetDiscriminatorSN (no conv0/conv9 weights; keys start {sorted(state_dict)[:4]}); "
             "desra fine-tunes with that discriminator (Real-ESRGAN's), or a fresh one when --disc is left out"
         )
-    # The zoo records the builder's options as extra metadata; otherwise read them off the weights.
-    params = dict((metadata.get("extra") or {}).get("discriminator_params") or {
+    # desra writes the builder's options as metadata (older zoo files under extra); else read them off the weights.
+    recorded = metadata.get("arch_params") if metadata.get("architecture") == DISCRIMINATOR_ARCH else None
+    params = dict(recorded or (metadata.get("extra") or {}).get("discriminator_params") or {
         "num_in_ch": int(state_dict["conv0.weight"].shape[1]),
         "num_feat": int(state_dict["conv0.weight"].shape[0]),
         "skip_connection": True,

@@ -330,7 +330,7 @@ def train_zoo_model(
     The GAN stage starts from the EMA weights of ``OUT/<name>-mse.safetensors`` (train the MSE stage
     first into the same ``out``).
     """
-    from desra.checkpoint import describe, read_state_dict, save_model
+    from desra.checkpoint import describe, read_state_dict, save_discriminator, save_model
 
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; expected one of {STAGES}")
@@ -368,12 +368,12 @@ def train_zoo_model(
     losses = result.losses or _last_losses(stage_dir(out, stage))  # a resume of a finished run trains nothing
     summary = {**provenance, "weights": str(weights_path), "losses": losses, "wall_s_total": _total_wall(stage_dir(out, stage))}
     if stage == "gan":
-        disc_descriptor = describe(config.architecture, config.arch_params, name=f"{config.name}-disc", role="gan")
-        disc_path = save_model(
+        disc_path = save_discriminator(
             exported_path(out, config, "disc"),
             discriminator.cpu(),
-            disc_descriptor,
-            extra_metadata={**provenance, "discriminator": "UNetDiscriminatorSN", "discriminator_params": {"num_in_ch": 3, **config.discriminator}},
+            {"num_in_ch": 3, **config.discriminator},
+            name=f"{config.name}-disc",
+            extra_metadata=provenance,
         )
         summary["discriminator"] = str(disc_path)
         parent_meta = read_state_dict(exported_path(out, config, "mse"))[1]

@@ -164,27 +164,31 @@ def test_discriminator_loads_from_the_zoo_layout_and_refuses_others(tmp_path):
     import torch
 
     from desra import basicsr_adapter
-    from desra.checkpoint import describe, save_model
+    from desra.checkpoint import describe, load_model, save_discriminator, save_model
     from desra.errors import CheckpointError
     from desra.finetune import build_discriminator
 
     params = {"num_in_ch": 3, "num_feat": 8, "skip_connection": True}
     torch.manual_seed(0)
     disc = basicsr_adapter.unet_discriminator_sn(**params).eval()
-    generator_params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 4, "act_type": "prelu"}
-    # The zoo saves its discriminator with the generator's descriptor and the D options as extra metadata.
-    path = save_model(tmp_path / "disc.safetensors", disc, describe("srvgg", generator_params, name="d"),
-                      extra_metadata={"discriminator": "UNetDiscriminatorSN", "discriminator_params": params})
-    loaded, info = build_discriminator(path)
     x = torch.rand(1, 3, 32, 32)
+    path = save_discriminator(tmp_path / "disc.safetensors", disc, params, name="d")
+    loaded, info = build_discriminator(path)
     assert info["arch_params"] == {**params, "spectral_norm": True} and torch.allclose(loaded.eval()(x), disc(x))
+    # A discriminator is no SR model: loading it as one says what it is and where it goes.
+    with pytest.raises(CheckpointError, match="--disc"):
+        load_model(path)
+    # Session-1 zoo files carried the generator's descriptor with the D options as extra metadata.
+    generator_params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 4, "act_type": "prelu"}
+    legacy = save_model(tmp_path / "legacy.safetensors", disc, describe("srvgg", generator_params, name="d"),
+                        extra_metadata={"discriminator": "UNetDiscriminatorSN", "discriminator_params": {**params, "num_feat": 8}})
+    loaded, info = build_discriminator(legacy)
+    assert torch.allclose(loaded.eval()(x), disc(x))
     # The zoo's plain-convolution variant (spectral norm removed) loads too.
     for layer in disc.modules():
         if hasattr(layer, "weight_orig"):
             torch.nn.utils.remove_spectral_norm(layer)
-    plain = save_model(tmp_path / "plain.safetensors", disc, describe("srvgg", generator_params, name="d"),
-                       extra_metadata={"discriminator": "UNetDiscriminatorSN",
-                                       "discriminator_params": {**params, "spectral_norm": False}})
+    plain = save_discriminator(tmp_path / "plain.safetensors", disc, {**params, "spectral_norm": False}, name="d")
     loaded, info = build_discriminator(plain)
     assert info["arch_params"]["spectral_norm"] is False and torch.allclose(loaded.eval()(x), disc(x))
     generator = save_model(tmp_path / "gen.safetensors", basicsr_adapter.srvgg(**generator_params),

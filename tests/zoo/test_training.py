@@ -138,3 +138,36 @@ def test_plain_discriminator_loads_its_own_checkpoint():
     rebuilt.load_state_dict(saved.state_dict(), strict=True)
     x = torch.rand(1, 3, 32, 32)
     torch.testing.assert_close(rebuilt.eval()(x), saved(x))
+
+
+def test_zoo_cli_trains_both_stages_and_exports_a_discriminator_file(tmp_path):
+    import yaml
+
+    from desra.checkpoint import load_model, read_state_dict
+    from desra.cli import main
+    from desra.errors import CheckpointError
+    from desra.finetune import build_discriminator
+    from desra.paths import project_root
+
+    raw = yaml.safe_load((project_root() / "configs" / "zoo" / "desra-demo-x4.yaml").read_text())
+    raw["name"] = "tiny"
+    raw["arch_params"].update(num_feat=8, num_conv=2)
+    raw["data"] = {"photos": ["skimage:data/retina.jpg"], "dead_leaves": 1, "dead_leaves_size": 64, "patch": 48, "batch": 2}
+    raw["mse"] = {"iters": 2, "save_every": 2}
+    raw["gan"] = {**raw["gan"], "iters": 3, "d_warmup": 1, "save_every": 3, "patch": 48, "batch": 2}
+    raw["discriminator"] = {"num_feat": 8, "skip_connection": True}
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    for stage in ("mse", "gan"):
+        assert main(["zoo", "train", "--stage", stage, "--config", str(config), "--out", str(out)]) == 0
+
+    card = (out / "tiny-gan.md").read_text()
+    assert "--stage gan" in card and "discriminator warm-up 1 it" in card
+    assert read_state_dict(out / "tiny-gan.safetensors")[1]["extra"]["iterations"] == 3
+    disc_path = out / "tiny-disc.safetensors"
+    assert read_state_dict(disc_path)[1]["architecture"] == "unet_discriminator_sn"
+    disc, info = build_discriminator(disc_path)
+    assert info["arch_params"]["num_feat"] == 8
+    with pytest.raises(CheckpointError, match="discriminator"):
+        load_model(disc_path)
