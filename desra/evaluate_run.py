@@ -87,7 +87,7 @@ def evaluate_run(
     from desra.detect import detect_artifacts
     from desra.imageio import write_image
     from desra.inference import upscale
-    from desra.metrics import crop_border, has_addition, iou, removal_addition
+    from desra.metrics import crop_border, has_addition, iou, removal_addition, repair_selectivity
 
     run = Path(run).expanduser().resolve()
     info_path = run / "run.json"
@@ -124,6 +124,7 @@ def evaluate_run(
             "id": item.id, "reference": "label" if arrays.label is not None else "original detection",
             "flagged_before": float(before.mean()), "flagged_after": float(after.mean()),
             "iou_before": iou(before, reference), "iou_after": iou(after, reference),
+            "selectivity": repair_selectivity(gan_after, arrays.mse, arrays.gan, arrays.mask),
             "gallery": str(gallery.relative_to(out)),
         })
         if progress is not None:
@@ -170,6 +171,10 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
+def _db(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
 def markdown_report(report: dict[str, Any]) -> str:
     """The Markdown form of an :func:`evaluate_run` report (summary table, per-item table, gallery)."""
     lines = [
@@ -197,6 +202,23 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"| {row['id']} | {row['reference']} | {_pct(row['flagged_before'])} | {_pct(row['flagged_after'])} | "
             f"{_pct(row['iou_before'])} | {_pct(row['iou_after'])} | {row.get('removed', 0)}/{row.get('labelled', 0)} | "
             f"{'yes' if row.get('added') else 'no'} |"
+        )
+    lines += [
+        "",
+        "## Selectivity (PSNR in dB between SR outputs, inside / outside the pseudo-GT mask)",
+        "",
+        "The pseudo-GT (DeSRA Eq. 10) is the MSE-SR output inside the mask and the GAN-SR output outside, so a "
+        "selective repair is close to MSE inside and close to GAN outside.",
+        "",
+        "| item | inside: repaired-MSE / repaired-GAN / GAN-MSE | outside: repaired-MSE / repaired-GAN / GAN-MSE |",
+        "|---|---|---|",
+    ]
+    for row in report["per_item"]:
+        sel = row["selectivity"]
+        lines.append(
+            f"| {row['id']} | {_db(sel['repaired_to_mse_inside'])} / {_db(sel['repaired_to_gan_inside'])} / "
+            f"{_db(sel['gan_to_mse_inside'])} | {_db(sel['repaired_to_mse_outside'])} / "
+            f"{_db(sel['repaired_to_gan_outside'])} / {_db(sel['gan_to_mse_outside'])} |"
         )
     lines += ["", "## Gallery (GAN-SR before | after, detections in red | MSE-SR)", ""]
     lines += [f"![{row['id']}]({row['gallery']})" for row in report["per_item"]]

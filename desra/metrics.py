@@ -176,6 +176,33 @@ def has_addition(after: np.ndarray, gt: np.ndarray, border: int = BORDER) -> boo
     return bool(np.any(a & ~b))
 
 
+def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float | None:
+    """PSNR in dB between (H, W, 3) [0, 1] images over the (H, W) bool ``mask``; None for an empty mask.
+
+    Capped at 100 dB (equal images), so reports stay valid JSON."""
+    if a.shape != b.shape or a.shape[:2] != mask.shape:
+        raise PairMismatchError(f"masked_psnr needs equal shapes, got {a.shape}, {b.shape} and mask {mask.shape}")
+    if not mask.any():
+        return None
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean(axis=-1)[mask].mean())
+    return min(100.0, float(10 * np.log10(1.0 / max(mse, 1e-10))))
+
+
+def repair_selectivity(repaired: np.ndarray, mse: np.ndarray, gan: np.ndarray, mask: np.ndarray) -> dict[str, float | None]:
+    """Where a repair moved the GAN output: PSNR (dB) of ``repaired`` to the MSE-SR and GAN-SR outputs, and of GAN to MSE,
+    inside and outside the pseudo-GT ``mask``. A selective repair (what Eq. 10's pseudo-GT asks for) is near MSE
+    inside and near GAN outside."""
+    outside = ~mask
+    return {
+        "repaired_to_mse_inside": masked_psnr(repaired, mse, mask),
+        "repaired_to_gan_inside": masked_psnr(repaired, gan, mask),
+        "gan_to_mse_inside": masked_psnr(gan, mse, mask),
+        "repaired_to_mse_outside": masked_psnr(repaired, mse, outside),
+        "repaired_to_gan_outside": masked_psnr(repaired, gan, outside),
+        "gan_to_mse_outside": masked_psnr(gan, mse, outside),
+    }
+
+
 @dataclass(frozen=True)
 class RemovalSummary:
     """Before/after fine-tuning comparison on labelled images (DeSRA Table 3)."""

@@ -10,10 +10,12 @@ from desra.metrics import (
     crop_border,
     has_addition,
     iou,
+    masked_psnr,
     region_precision_counts,
     region_recall_counts,
     removal_addition,
     removed_counts,
+    repair_selectivity,
     score_image,
     summarize,
 )
@@ -109,3 +111,21 @@ def test_removal_and_addition_by_hand():
     assert (result.removal_rate, result.addition_rate) == (0.5, 0.5)
     assert result.iou_before == pytest.approx(16 / 33)
     assert result.iou_after == pytest.approx((4 / 25 + 4 / 26) / 2)
+
+
+def test_masked_psnr_and_repair_selectivity_by_hand():
+    mse = np.zeros((4, 4, 3), np.float32)
+    gan = np.full((4, 4, 3), 0.1, np.float32)  # differs from MSE by 0.1 everywhere: 20 dB
+    mask = np.zeros((4, 4), bool)
+    mask[:, :2] = True
+    # A perfectly selective repair: the MSE output inside the mask, the GAN output outside.
+    repaired = np.where(mask[..., None], mse, gan)
+    assert masked_psnr(gan, mse, mask) == pytest.approx(20.0)
+    assert masked_psnr(gan, gan, mask) == 100.0  # equal images: capped, still valid JSON
+    assert masked_psnr(gan, mse, np.zeros((4, 4), bool)) is None
+    sel = repair_selectivity(repaired, mse, gan, mask)
+    assert sel["repaired_to_mse_inside"] == 100.0 and sel["repaired_to_gan_inside"] == pytest.approx(20.0)
+    assert sel["repaired_to_gan_outside"] == 100.0 and sel["repaired_to_mse_outside"] == pytest.approx(20.0)
+    assert sel["gan_to_mse_inside"] == pytest.approx(20.0) == sel["gan_to_mse_outside"]
+    with pytest.raises(PairMismatchError):
+        masked_psnr(gan[:2], mse, mask)

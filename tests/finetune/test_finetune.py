@@ -141,6 +141,11 @@ def test_evaluate_run_writes_reports_and_gallery(finished_run):
     assert labelled["labelled"] >= 1  # the labelled box is scored
     assert json.loads((out / "evaluation" / "report.json").read_text()) == report
     assert "removal rate" in (out / "evaluation" / "report.md").read_text()
+    assert "Selectivity" in (out / "evaluation" / "report.md").read_text()
+    for row in report["per_item"]:
+        values = row["selectivity"]
+        assert set(values) >= {"repaired_to_mse_inside", "repaired_to_gan_outside", "gan_to_mse_outside"}
+        assert all(v is None or 0 < v <= 100 for v in values.values())
     for row in report["per_item"]:
         assert (out / "evaluation" / row["gallery"]).is_file()
         assert (out / "evaluation" / "after" / f"{row['id']}.png").is_file()
