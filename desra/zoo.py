@@ -482,13 +482,33 @@ def _nondefault(config: DegradationConfig) -> dict[str, Any]:
 # --- showcase -----------------------------------------------------------------------------------------
 
 
+def showcase_window(mask: np.ndarray, bbox: tuple[int, int, int, int], size: int) -> tuple[int, int]:
+    """Top-left (y0, x0) of the ``size`` x ``size`` window that overlaps ``bbox`` (x0, y0, x1, y1) and shows the most
+    of both flagged and clean pixels (a crop wholly inside a large region shows no boundary)."""
+    height, width = mask.shape
+    step = max(1, size // 8)
+    integral = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+
+    def starts(low: int, high: int, limit: int) -> list[int]:
+        first, last = int(np.clip(low - size + 1, 0, limit)), int(np.clip(high, 0, limit))
+        return sorted({*range(first, last + 1, step), last})
+
+    ys, xs = starts(bbox[1], bbox[3], height - size), starts(bbox[0], bbox[2], width - size)
+    best, best_score = (0, 0), -1.0
+    for y in ys:
+        for x in xs:
+            flagged = (integral[y + size, x + size] - integral[y, x + size] - integral[y + size, x] + integral[y, x]) / size**2
+            score = min(flagged, 1.0 - flagged)
+            if score > best_score:
+                best, best_score = (y, x), score
+    return best
+
+
 def showcase_strip(mse: np.ndarray, gan: np.ndarray, mask: np.ndarray, bbox: tuple[int, int, int, int], size: int = 256) -> np.ndarray:
-    """One README crop around ``bbox`` (x0, y0, x1, y1): MSE | GAN | GAN with the mask in red; (size, 3*size+8, 3) float32."""
+    """One README crop near ``bbox`` (x0, y0, x1, y1): MSE | GAN | GAN with the mask in red; (size, 3*size+8, 3) float32."""
     height, width = mask.shape
     size = min(size, height, width)
-    cx, cy = (bbox[0] + bbox[2]) // 2, (bbox[1] + bbox[3]) // 2
-    x0 = int(np.clip(cx - size // 2, 0, width - size))
-    y0 = int(np.clip(cy - size // 2, 0, height - size))
+    y0, x0 = showcase_window(mask, bbox, size)
     window = (slice(y0, y0 + size), slice(x0, x0 + size))
     overlay = gan[window].copy()
     red = np.array([1.0, 0.1, 0.1], np.float32)

@@ -7,7 +7,7 @@ import pytest
 
 from desra.checkpoint import load_model, load_pair, read_state_dict
 from desra.paths import datasets_dir, weights_dir
-from desra.zoo import showcase_strip
+from desra.zoo import showcase_strip, showcase_window
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +67,11 @@ def test_showcase_strip_layout():
     assert strip[:, :128].max() == 0 and np.allclose(strip[:, 132:260], 0.5)
     overlay = strip[:, 264:]
     assert (overlay[..., 0] > overlay[..., 1]).sum() == 20 * 20  # the window is clamped inside the image
+
+
+def test_showcase_window_shows_the_region_boundary():
+    mask = np.zeros((400, 400), bool)
+    mask[:, :300] = True  # one region covering three quarters of the photo
+    y0, x0 = showcase_window(mask, (0, 0, 300, 400), 100)
+    flagged = mask[y0:y0 + 100, x0:x0 + 100].mean()
+    assert 0.3 <= flagged <= 0.7  # not a crop wholly inside the region
