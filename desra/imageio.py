@@ -289,8 +289,9 @@ def write_imagedata(path: str | os.PathLike, image: ImageData) -> Path:
 
 def write_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
     """Write an (H, W) bool mask as an 8-bit grey PNG with 0 / 255."""
-    from desra.atomic import atomic_write_bytes
     from PIL import Image
+
+    from desra.atomic import atomic_write_bytes
 
     mask = np.asarray(mask)
     if mask.ndim != 2 or 0 in mask.shape:

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from desra.atomic import atomic_path
-from desra.process import die_with_parent
 from desra.errors import CheckpointError, ConfigError
 from desra.losses import GAN_KINDS
+from desra.process import die_with_parent
 
 _CKPT_NAME = re.compile(r"^iter_(\d{6,})\.pt$")
 

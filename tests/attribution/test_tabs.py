@@ -51,10 +51,10 @@ def served(tmp_path_factory):
     """A Blocks app holding the two attribution tabs as the dashboard lays them out, on a free loopback port."""
     import gradio as gr
 
+    from desra.checkpoint import load_model
     from desra.fingerprint.critical import CriticalConfig
     from desra.fingerprint.pipeline import fingerprint_model
     from desra.fingerprint.verify import register_fingerprint, registry_path
-    from desra.checkpoint import load_model
     from ui.context import AppContext
     from ui.tabs import attribute_image, verify_model
 
@@ -104,6 +104,7 @@ def test_unknown_source_is_reported_not_crashed(served):
 
 def test_attribute_endpoint_ranks_and_parses(served, photo):
     from gradio_client import Client, handle_file
+
     from desra.imageio import write_image
 
     path = write_image(served["root"] / "sr.png", photo("chelsea")[:128, :128])

@@ -12,8 +12,8 @@ SCALE = 4
 def _tiny_generator(seed: int):
     import torch
 
-    from desra.checkpoint import describe
     from desra.archs import get_arch
+    from desra.checkpoint import describe
 
     params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": SCALE, "act_type": "prelu"}
     torch.manual_seed(seed)

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from desra.finetune import FinetuneConfig, finetune, make_batch_fn, load_train_data
+from desra.finetune import FinetuneConfig, finetune, load_train_data, make_batch_fn
 from desra.training import latest_checkpoint, list_checkpoints
 
 
