@@ -326,6 +326,20 @@ def _tensors(module_or_state_dict: Any) -> dict[str, Any]:
     return {key: value.detach().to("cpu").contiguous().clone() for key, value in state_dict.items()}
 
 
+def _write_safetensors(path: str | os.PathLike, module_or_state_dict: Any, payload: dict[str, Any], writer: str) -> Path:
+    """Write weights to ``path`` (.safetensors) atomically with ``payload`` as the JSON metadata ``desra``."""
+    from safetensors.torch import save_file
+
+    from desra.atomic import atomic_path
+
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise CheckpointError(f"{writer} writes .safetensors files, got {path}; use save_basicsr for .pth")
+    with atomic_path(path) as temp:
+        save_file(_tensors(module_or_state_dict), str(temp), metadata={METADATA_KEY: json.dumps(payload, sort_keys=True)})
+    return path
+
+
 def save_model(
     path: str | os.PathLike,
     module_or_state_dict: Any,
@@ -334,19 +348,9 @@ def save_model(
     extra_metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write weights to ``path`` (.safetensors) atomically with the descriptor (+extra) as JSON metadata ``desra``."""
-    from safetensors.torch import save_file
-
-    from desra.atomic import atomic_path
-
-    path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        raise CheckpointError(f"save_model writes .safetensors files, got {path}; use save_basicsr for .pth")
     payload = {**descriptor.to_dict(), "extra": dict(extra_metadata or {})}
     payload["source"] = ""  # where the weights were loaded from is a property of the reader, not the file
-    metadata = {METADATA_KEY: json.dumps(payload, sort_keys=True)}
-    with atomic_path(path) as temp:
-        save_file(_tensors(module_or_state_dict), str(temp), metadata=metadata)
-    return path
+    return _write_safetensors(path, module_or_state_dict, payload, "save_model")
 
 
 def save_discriminator(
@@ -358,18 +362,9 @@ def save_discriminator(
     extra_metadata: dict[str, Any] | None = None,
 ) -> Path:
     """Write a U-Net SN discriminator to ``path`` (.safetensors) atomically, its builder ``params`` as metadata."""
-    from safetensors.torch import save_file
-
-    from desra.atomic import atomic_path
-
-    path = Path(path)
-    if path.suffix.lower() != ".safetensors":
-        raise CheckpointError(f"save_discriminator writes .safetensors files, got {path}")
     payload = {"architecture": DISCRIMINATOR_ARCH, "arch_params": dict(params), "role": "discriminator",
                "name": name, "extra": dict(extra_metadata or {})}
-    with atomic_path(path) as temp:
-        save_file(_tensors(module_or_state_dict), str(temp), metadata={METADATA_KEY: json.dumps(payload, sort_keys=True)})
-    return path
+    return _write_safetensors(path, module_or_state_dict, payload, "save_discriminator")
 
 
 def save_basicsr(path: str | os.PathLike, module_or_state_dict: Any, *, key: str = "params_ema") -> Path:

@@ -220,7 +220,7 @@ def distributed(device: str = "auto") -> Iterator[Distributed]:
     import torch.distributed as dist
 
     local_rank = _env_int("LOCAL_RANK", 0)
-    info = Distributed(_env_int("RANK", 0), world, local_rank, _rank_device(device, local_rank))
+    info = Distributed(launch_rank(), world, local_rank, _rank_device(device, local_rank))
     if dist.is_initialized():
         yield info
         return
