@@ -467,6 +467,8 @@ def _train(config: TrainConfig, generator, discriminator, batch_fn: Callable[[in
     from desra import losses as L
 
     started = time.time()
+    # Marks where this call starts, so readers of the events can tell iterations redone after a kill.
+    emit({"event": "start", "iter": start, "time": time.time()})
     window: dict[str, list[float]] = {}
     window_start, window_iter = time.time(), start
     last_losses: dict[str, float] = {}

@@ -404,7 +404,8 @@ def _total_wall(run_dir: Path) -> float:
     """Seconds spent training across every call of a run, killed ones included.
 
     Summed from the progress events (each covers the iterations since the previous one at its
-    ``it_per_s``), so iterations redone after a kill count as the time they really took.
+    ``it_per_s``; a "start" event resets that count to the iteration the call resumed from), so
+    iterations redone after a kill count as the time they really took.
     """
     events = run_dir / "events.jsonl"
     if not events.is_file():
@@ -412,9 +413,10 @@ def _total_wall(run_dir: Path) -> float:
     total, previous = 0.0, 0
     for line in events.read_text(encoding="utf-8").splitlines():
         event = json.loads(line)
-        if "losses" in event and event.get("it_per_s"):
-            window = event["iter"] - previous if event["iter"] > previous else event["iter"] % 10 or 10
-            total += window / event["it_per_s"]
+        if event.get("event") == "start":
+            previous = event["iter"]
+        elif "losses" in event and event.get("it_per_s"):
+            total += (event["iter"] - previous) / event["it_per_s"]
             previous = event["iter"]
     return round(total, 1)
 

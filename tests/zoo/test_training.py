@@ -171,3 +171,18 @@ def test_zoo_cli_trains_both_stages_and_exports_a_discriminator_file(tmp_path):
     assert info["arch_params"]["num_feat"] == 8
     with pytest.raises(CheckpointError, match="discriminator"):
         load_model(disc_path)
+
+
+def test_wall_time_counts_iterations_redone_after_a_kill(batch_fn, tmp_path):
+    from desra.zoo import _total_wall
+
+    killed = TrainConfig(iters=7, save_every=4, log_every=3, device="cpu")
+    train(killed, _tiny_generator(), None, batch_fn, tmp_path)
+    # Killed after logging iteration 7 but before its checkpoint: the resumed call restarts at 4.
+    list_checkpoints(tmp_path)[-1][1].unlink()
+    train(TrainConfig(**{**killed.__dict__, "iters": 12}), _tiny_generator(), None, batch_fn, tmp_path, resume=True)
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["iter"] for e in events if e.get("event") == "start"] == [0, 4]
+    # At one iteration per second the wall time is the number of iterations run: 7, then 5..12.
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps({**e, "it_per_s": 1.0} if "losses" in e else e) + "\n" for e in events))
+    assert _total_wall(tmp_path) == 7 + 8
