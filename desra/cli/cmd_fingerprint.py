@@ -19,6 +19,8 @@ def _add_test(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     """Add `desra fingerprint register|verify|attack|list` to the `desra` parser."""
+    from desra.fingerprint.critical import DOWNSAMPLE_MODES
+
     group = subparsers.add_parser("fingerprint", help="ownership verification of SR models by critical-image fingerprints")
     sub = group.add_subparsers(dest="fingerprint_command", metavar="SUBCOMMAND", required=True)
 
@@ -28,6 +30,7 @@ def register(subparsers) -> None:
     reg.add_argument("--iterations", type=int, default=5000, help="Adam iterations (paper: 5000)")
     reg.add_argument("--size", type=int, default=128, help="critical-image side in pixels (paper: 128)")
     reg.add_argument("--seed", type=int, default=0, help="seed of the N(0, 1) initialisation")
+    reg.add_argument("--downsample", choices=DOWNSAMPLE_MODES, default="bicubic", help="degradation D of Eq. 1 (default: bicubic; area = average pooling)")
     reg.add_argument("--replace", action="store_true", help="overwrite an existing fingerprint of that name")
     _add_common(reg)
     reg.set_defaults(func=_register)
@@ -56,6 +59,7 @@ def register(subparsers) -> None:
     cross.add_argument("--iterations", type=int, default=5000, help="Adam iterations (paper: 5000)")
     cross.add_argument("--size", type=int, default=128, help="critical-image side in pixels (paper: 128)")
     cross.add_argument("--seed", type=int, default=0, help="seed of the N(0, 1) initialisation")
+    cross.add_argument("--downsample", choices=DOWNSAMPLE_MODES, default="bicubic", help="degradation D of Eq. 1 (default: bicubic; area = average pooling)")
     cross.add_argument("--attacks", default="prune,int8,finetune", help="comma-separated subset of prune,int8,finetune, or 'none'")
     cross.add_argument("--finetune-iterations", type=int, default=500, help="fine-tuning attack iterations (paper: 500)")
     cross.add_argument("--json", action="store_true", help="print names, distance matrix, eta, pairs and attack verdicts as JSON")
@@ -103,7 +107,7 @@ def _register(args) -> int:
     from desra.fingerprint.verify import register_fingerprint
 
     model = load_model(args.model, device=args.device)
-    config = CriticalConfig(size=args.size, iterations=args.iterations, seed=args.seed)
+    config = CriticalConfig(size=args.size, iterations=args.iterations, seed=args.seed, downsample=args.downsample)
     record = fingerprint_model(args.name, model, config, source=str(args.model), device=args.device, progress=_progress("critical image"))
     path = _registry(args)
     register_fingerprint(path, record, replace=args.replace)
@@ -207,7 +211,7 @@ def _crosscheck(args) -> int:
     attacks = _parse_attacks(args.attacks, allow_none=True)
     models = [load_model(m, device=args.device) for m in args.models]
     lineages = [_lineage(m) for m in args.models]
-    config = CriticalConfig(size=args.size, iterations=args.iterations, seed=args.seed)
+    config = CriticalConfig(size=args.size, iterations=args.iterations, seed=args.seed, downsample=args.downsample)
     bars: dict[str, object] = {}
 
     def progress(stage: str, done: int, total: int) -> None:

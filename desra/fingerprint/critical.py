@@ -3,6 +3,13 @@
 ``S = argmin_{X in [0,1]} ||X - M(D(X))||^2 - lambda * ||grad X||_1``: the image the model maps
 (after downsampling by its own scale) most nearly onto itself while keeping strong gradients. It is
 a white-box fingerprint: it needs gradients through the model.
+
+D is antialiased bicubic downsampling by the model's scale, the degradation SR models are trained
+to invert. Average pooling (the unofficial code's D, kept as ``downsample="area"``) makes every
+image that is constant on scale x scale blocks an exact fixed point of any model that adds a
+nearest-neighbour upsampled input to a small learned residual (SRVGGNetCompact does): the critical
+image then becomes a random binary block pattern set by the initial noise, the same for every such
+model, and desra's independently trained SRVGG seed siblings were confused (docs/attribution.md).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from desra.errors import ConfigError
 
 @dataclass(frozen=True)
 class CriticalConfig:
-    """Optimisation settings of Quan Eq. 1; the defaults are the paper's."""
+    """Optimisation settings of Quan Eq. 1; the defaults are the paper's, D (which the paper leaves open) is desra's."""
 
     size: int = 128
     """Side of the square critical image in pixels (HR side; must be divisible by the scale)."""
@@ -31,6 +38,8 @@ class CriticalConfig:
     """Standard deviation of the Gaussian initialisation X0 ~ N(0, beta^2)."""
     seed: int = 0
     """Seed of the initialisation; the same seed gives the same image on the same machine."""
+    downsample: str = "bicubic"
+    """D of Eq. 1: 'bicubic' (antialiased) or 'area' (average pooling)."""
 
     def to_dict(self) -> dict:
         """Plain dict (JSON-ready) of the fields."""
@@ -42,7 +51,23 @@ class CriticalConfig:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"unknown critical-image settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**data)
+        # Fingerprints registered before D was a setting were extracted with average pooling.
+        return cls(**{"downsample": "area", **data})
+
+
+DOWNSAMPLE_MODES = ("bicubic", "area")
+"""Choices of the degradation D in Eq. 1."""
+
+
+def degrade(x, scale: int, mode: str = "bicubic"):
+    """D of Eq. 1 on an (N, C, H, W) tensor: downsampling by ``scale`` (antialiased bicubic, or average pooling for 'area')."""
+    import torch.nn.functional as F
+
+    if scale == 1:
+        return x
+    if mode == "area":
+        return F.avg_pool2d(x, scale)
+    return F.interpolate(x, scale_factor=1.0 / scale, mode="bicubic", antialias=True, align_corners=False)
 
 
 def _check(config: CriticalConfig, scale: int) -> None:
@@ -53,6 +78,8 @@ def _check(config: CriticalConfig, scale: int) -> None:
             f"critical-image size {config.size} must be >= 8 and divisible by the model scale {scale}; "
             f"use e.g. size={max(8, config.size // scale * scale)}"
         )
+    if config.downsample not in DOWNSAMPLE_MODES:
+        raise ConfigError(f"unknown critical-image downsampling {config.downsample!r}; known: {', '.join(DOWNSAMPLE_MODES)}")
     if config.iterations < 1 or config.lr <= 0:
         raise ConfigError(f"need iterations >= 1 and lr > 0, got iterations={config.iterations}, lr={config.lr}")
 
@@ -67,7 +94,6 @@ def critical_image(
 ) -> np.ndarray:
     """Critical image of ``module`` (an SR ``nn.Module`` with integer ``scale``): (size, size, 3) float32 in [0, 1]."""
     import torch
-    import torch.nn.functional as F
 
     _check(config, scale)
     module = module.to(device).eval()
@@ -77,9 +103,7 @@ def critical_image(
     optimizer = torch.optim.Adam([x], lr=config.lr)
     step = max(1, config.iterations // 100)
     for iteration in range(config.iterations):
-        # D: downsampling by the model's own scale (average pooling, as the unofficial code does).
-        lr_image = F.avg_pool2d(x, scale) if scale > 1 else x
-        restored = module(lr_image)
+        restored = module(degrade(x, scale, config.downsample))
         if restored.shape != x.shape:
             raise ConfigError(
                 f"model output {tuple(restored.shape)} does not match the critical image {tuple(x.shape)}; "

@@ -7,7 +7,7 @@ import pytest
 
 from desra.errors import ConfigError
 from desra.fingerprint.attacks import finetune, prune_smallest, quantize_int8
-from desra.fingerprint.critical import CriticalConfig, critical_image
+from desra.fingerprint.critical import CriticalConfig, critical_image, degrade
 from desra.fingerprint.features import fingerprint_features
 from desra.fingerprint.verify import compare
 
@@ -33,9 +33,40 @@ def test_critical_image_is_seeded_bounded_and_deterministic(tiny_sr):
     with torch.no_grad():
         x = torch.from_numpy(first).permute(2, 0, 1)[None]
         start = torch.randn((1, 3, 48, 48), generator=torch.Generator().manual_seed(0)).clamp(0, 1)
-        err_final = ((model(torch.nn.functional.avg_pool2d(x, 4)) - x) ** 2).mean()
-        err_start = ((model(torch.nn.functional.avg_pool2d(start, 4)) - start) ** 2).mean()
+        err_final = ((model(degrade(x, 4)) - x) ** 2).mean()
+        err_start = ((model(degrade(start, 4)) - start) ** 2).mean()
     assert err_final < err_start
+
+
+def test_area_pooling_lets_binary_blocks_pass_a_nearest_neighbour_skip_unchanged():
+    """Why D is bicubic: under average pooling, any 0/1 image constant on scale x scale blocks is an
+    exact fixed point of a nearest-neighbour upsampler with maximal gradients, so for models that are
+    such a skip plus a small residual the critical image is that block pattern, set by the initial
+    noise and not by the model. Bicubic D blurs neighbouring blocks together: no such fixed point."""
+    import torch
+    from torch import nn
+
+    nearest = nn.Upsample(scale_factor=4, mode="nearest")
+    blocks = (torch.rand((1, 3, 8, 8), generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    pattern = nearest(blocks)
+    area_error = ((nearest(degrade(pattern, 4, "area")) - pattern) ** 2).mean()
+    bicubic_error = ((nearest(degrade(pattern, 4, "bicubic")) - pattern) ** 2).mean()
+    assert area_error == 0.0
+    assert bicubic_error > 0.02
+
+
+def test_fingerprints_saved_before_d_was_a_setting_keep_average_pooling():
+    legacy = {"size": 128, "iterations": 5000, "lr": 0.1, "lam": 0.001, "beta": 1.0, "seed": 0}
+    assert CriticalConfig.from_dict(legacy).downsample == "area"
+    assert CriticalConfig.from_dict(CriticalConfig().to_dict()) == CriticalConfig()
+    with pytest.raises(ConfigError, match="unknown critical-image downsampling 'lanczos'"):
+        critical_image(nn_identity(), 1, CriticalConfig(size=8, iterations=1, downsample="lanczos"))
+
+
+def nn_identity():
+    from torch import nn
+
+    return nn.Identity()
 
 
 def test_critical_image_leaves_the_weights_alone(tiny_sr):
