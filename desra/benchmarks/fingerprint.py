@@ -48,7 +48,7 @@ def fingerprint_extract(ctx: BenchContext) -> list[BenchResult]:
                 metric=f"critical-image {label}",
                 value=seconds / iterations * 5000,
                 unit="s per 5000 iterations",
-                params={"architecture": arch, "scale": scale, "size": 128, "timed_iterations": iterations},
+                params={"architecture": arch, "scale": scale, "size": 128, "downsample": config.downsample, "timed_iterations": iterations},
                 note=f"extrapolated from {iterations} timed iterations ({1000 * seconds / iterations:.1f} ms/it)",
             )
         )
