@@ -140,13 +140,14 @@ def test_torchrun_two_processes_train_in_sync_write_once_and_resume_after_kill(s
     assert [i for i, _ in list_checkpoints(run)] == [ITERS - 4, ITERS - 2, ITERS]
     assert done.stdout.count("fine-tuned") == 1 == again.stdout.count("fine-tuned")  # from rank 0 only
     resumed = _events(run)[events_before:]
+    assert (resumed[0].get("event"), resumed[0]["iter"]) == ("start", killed_at)
     logged = [e["iter"] for e in resumed if "losses" in e]
     assert logged == list(range(killed_at + 2, ITERS + 1, 2))  # continued after the kill, each step once
     assert [e["iter"] for e in resumed if e.get("event") == "checkpoint"] == logged
     # The second --resume found the run finished: it trained nothing and ended at the same iteration.
     first_done = next(i for i, e in enumerate(resumed) if e.get("event") == "done")
     assert resumed[first_done]["iter"] == ITERS
-    assert [(e.get("event"), e["iter"]) for e in resumed[first_done + 1:]] == [("done", ITERS)]
+    assert [(e.get("event"), e["iter"]) for e in resumed[first_done + 1:]] == [("start", ITERS), ("done", ITERS)]
     run_info = json.loads((run / "run.json").read_text())
     assert run_info["processes"] == 2 and run_info["global_batch"] == 4
     for name in ("model.safetensors", "generator.safetensors", "model_basicsr.pth", "options.yml"):
