@@ -17,20 +17,31 @@ def _add_test(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--p", type=float, default=0.05, dest="p", help="significance level of the chi-squared test (default: 0.05)")
 
 
-def register(subparsers) -> None:
-    """Add `desra fingerprint register|verify|attack|list` to the `desra` parser."""
+def _add_critical(parser: argparse.ArgumentParser) -> None:
     from desra.fingerprint.critical import DOWNSAMPLE_MODES
 
+    parser.add_argument("--iterations", type=int, default=5000, help="Adam iterations (paper: 5000)")
+    parser.add_argument("--size", type=int, default=128, help="critical-image side in pixels (paper: 128)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the N(0, 1) initialisation")
+    parser.add_argument("--downsample", choices=DOWNSAMPLE_MODES, default="bicubic", help="degradation D of Eq. 1 (default: bicubic; area = average pooling)")
+
+
+def _critical_config(args):
+    """The CriticalConfig that the flags added by :func:`_add_critical` describe."""
+    from desra.fingerprint.critical import CriticalConfig
+
+    return CriticalConfig(size=args.size, iterations=args.iterations, seed=args.seed, downsample=args.downsample)
+
+
+def register(subparsers) -> None:
+    """Add `desra fingerprint register|verify|attack|list` to the `desra` parser."""
     group = subparsers.add_parser("fingerprint", help="ownership verification of SR models by critical-image fingerprints")
     sub = group.add_subparsers(dest="fingerprint_command", metavar="SUBCOMMAND", required=True)
 
     reg = sub.add_parser("register", help="extract a model's critical image and store its fingerprint")
     reg.add_argument("model", help="checkpoint file or registered model id")
     reg.add_argument("--name", required=True, help="name to register the fingerprint under")
-    reg.add_argument("--iterations", type=int, default=5000, help="Adam iterations (paper: 5000)")
-    reg.add_argument("--size", type=int, default=128, help="critical-image side in pixels (paper: 128)")
-    reg.add_argument("--seed", type=int, default=0, help="seed of the N(0, 1) initialisation")
-    reg.add_argument("--downsample", choices=DOWNSAMPLE_MODES, default="bicubic", help="degradation D of Eq. 1 (default: bicubic; area = average pooling)")
+    _add_critical(reg)
     reg.add_argument("--replace", action="store_true", help="overwrite an existing fingerprint of that name")
     _add_common(reg)
     reg.set_defaults(func=_register)
@@ -56,10 +67,7 @@ def register(subparsers) -> None:
 
     cross = sub.add_parser("crosscheck", help="fingerprint several models, compare every pair and attack each one")
     cross.add_argument("models", nargs="+", help="checkpoint files or registered model ids")
-    cross.add_argument("--iterations", type=int, default=5000, help="Adam iterations (paper: 5000)")
-    cross.add_argument("--size", type=int, default=128, help="critical-image side in pixels (paper: 128)")
-    cross.add_argument("--seed", type=int, default=0, help="seed of the N(0, 1) initialisation")
-    cross.add_argument("--downsample", choices=DOWNSAMPLE_MODES, default="bicubic", help="degradation D of Eq. 1 (default: bicubic; area = average pooling)")
+    _add_critical(cross)
     cross.add_argument("--attacks", default="prune,int8,finetune", help="comma-separated subset of prune,int8,finetune, or 'none'")
     cross.add_argument("--finetune-iterations", type=int, default=500, help="fine-tuning attack iterations (paper: 500)")
     cross.add_argument("--json", action="store_true", help="print names, distance matrix, eta, pairs and attack verdicts as JSON")
@@ -102,12 +110,11 @@ def _progress(desc: str):
 
 def _register(args) -> int:
     from desra.checkpoint import load_model
-    from desra.fingerprint.critical import CriticalConfig
     from desra.fingerprint.pipeline import fingerprint_model
     from desra.fingerprint.verify import register_fingerprint
 
     model = load_model(args.model, device=args.device)
-    config = CriticalConfig(size=args.size, iterations=args.iterations, seed=args.seed, downsample=args.downsample)
+    config = _critical_config(args)
     record = fingerprint_model(args.name, model, config, source=str(args.model), device=args.device, progress=_progress("critical image"))
     path = _registry(args)
     register_fingerprint(path, record, replace=args.replace)
@@ -205,13 +212,12 @@ def _crosscheck(args) -> int:
     import os
 
     from desra.checkpoint import load_model
-    from desra.fingerprint.critical import CriticalConfig
     from desra.fingerprint.pipeline import cross_check
 
     attacks = _parse_attacks(args.attacks, allow_none=True)
     models = [load_model(m, device=args.device) for m in args.models]
     lineages = [_lineage(m) for m in args.models]
-    config = CriticalConfig(size=args.size, iterations=args.iterations, seed=args.seed, downsample=args.downsample)
+    config = _critical_config(args)
     bars: dict[str, object] = {}
 
     def progress(stage: str, done: int, total: int) -> None:

@@ -70,6 +70,8 @@ def finetune(
     import torch
     import torch.nn.functional as F
 
+    from desra.fingerprint.critical import degrade
+
     patch = patch // scale * scale
     usable = [img for img in images if min(img.shape[:2]) >= patch]
     if not usable:
@@ -87,8 +89,7 @@ def finetune(
             x = rng.integers(img.shape[1] - patch + 1)
             crops.append(img[y : y + patch, x : x + patch])
         hr = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().to(device)
-        lr_batch = F.avg_pool2d(hr, scale) if scale > 1 else hr
-        loss = F.mse_loss(tuned(lr_batch), hr)
+        loss = F.mse_loss(tuned(degrade(hr, scale, "area")), hr)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -56,17 +56,13 @@ def test_area_pooling_lets_binary_blocks_pass_a_nearest_neighbour_skip_unchanged
 
 
 def test_fingerprints_saved_before_d_was_a_setting_keep_average_pooling():
+    from torch import nn
+
     legacy = {"size": 128, "iterations": 5000, "lr": 0.1, "lam": 0.001, "beta": 1.0, "seed": 0}
     assert CriticalConfig.from_dict(legacy).downsample == "area"
     assert CriticalConfig.from_dict(CriticalConfig().to_dict()) == CriticalConfig()
     with pytest.raises(ConfigError, match="unknown critical-image downsampling 'lanczos'"):
-        critical_image(nn_identity(), 1, CriticalConfig(size=8, iterations=1, downsample="lanczos"))
-
-
-def nn_identity():
-    from torch import nn
-
-    return nn.Identity()
+        critical_image(nn.Identity(), 1, CriticalConfig(size=8, iterations=1, downsample="lanczos"))
 
 
 def test_critical_image_leaves_the_weights_alone(tiny_sr):
