@@ -222,6 +222,8 @@ def degrade(hr, scale: int, seed: int, config: DegradationConfig = DegradationCo
             f"HR crop {height}x{width} gives LR crops under {_MIN_SIDE} px at scale {scale}; the 21-tap degradation "
             f"kernels need at least {_MIN_SIDE * scale} px HR crops"
         )
+    # basicsr's filter2D reshapes with .view, which fails on permuted (channels-last) crops.
+    hr = hr.contiguous()
     n = hr.shape[0]
     jpeger = _jpeger(str(hr.device))
     with seeded(seed), torch.no_grad():

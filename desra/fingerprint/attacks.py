@@ -64,14 +64,24 @@ def finetune(
     patch: int = 64,
     seed: int = 0,
     device: str = "cpu",
+    make_lr: Callable | None = None,
     progress: Callable[[int, int], None] | None = None,
 ):
-    """Copy of ``module`` fine-tuned with MSE on random HR crops (patch px) of (H, W, 3) float32 photos, LR = area downsampling."""
+    """Copy of ``module`` fine-tuned with MSE on random HR crops (patch px) of (H, W, 3) float32 photos.
+
+    ``make_lr(hr, iteration)`` turns an (N, 3, patch, patch) HR batch into its LR input; the default
+    is the unofficial code's average pooling. Pass a model's own training degradation to fine-tune
+    it on its own task rather than on clean LR.
+    """
     import torch
     import torch.nn.functional as F
 
     from desra.fingerprint.critical import degrade
 
+    def area_lr(hr, iteration):
+        return degrade(hr, scale, "area")
+
+    make_lr = make_lr or area_lr
     patch = patch // scale * scale
     usable = [img for img in images if min(img.shape[:2]) >= patch]
     if not usable:
@@ -89,7 +99,7 @@ def finetune(
             x = rng.integers(img.shape[1] - patch + 1)
             crops.append(img[y : y + patch, x : x + patch])
         hr = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().to(device)
-        loss = F.mse_loss(tuned(degrade(hr, scale, "area")), hr)
+        loss = F.mse_loss(tuned(make_lr(hr, iteration)), hr)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

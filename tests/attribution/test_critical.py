@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from desra.errors import ConfigError
 from desra.fingerprint.attacks import finetune, prune_smallest, quantize_int8
@@ -118,6 +119,20 @@ def test_finetuned_copy_verifies(tiny_sr, photo):
     tuned = finetune(source, 4, photos, iterations=40, patch=32, seed=0)
     assert not all((p == q).all() for p, q in zip(source.parameters(), tuned.parameters()))
     assert compare(_features(source), _features(tuned)).match
+
+
+def test_finetune_trains_on_the_lr_it_is_given(tiny_sr, photo):
+    source, photos, seen = tiny_sr(1), [photo("astronaut")], []
+
+    def noisy_lr(hr, iteration):
+        seen.append((iteration, tuple(hr.shape)))
+        return degrade(hr, 4, "area") + 0.05 * torch.randn(hr.shape[0], 3, hr.shape[2] // 4, hr.shape[3] // 4)
+
+    torch.manual_seed(0)
+    tuned = finetune(source, 4, photos, iterations=5, patch=32, lr=1e-3, make_lr=noisy_lr)
+    assert seen == [(i, (4, 3, 32, 32)) for i in range(5)]
+    on_area = finetune(source, 4, photos, iterations=5, patch=32, lr=1e-3)
+    assert not all(torch.equal(p, q) for p, q in zip(tuned.parameters(), on_area.parameters()))
 
 
 def test_attack_photos_are_real_rgb_photos():

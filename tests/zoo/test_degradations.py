@@ -29,6 +29,13 @@ def test_same_seed_same_lr_other_seed_other_lr(hr):
     assert (first - other).abs().max() > 0.05
 
 
+def test_channels_last_crops_degrade_like_contiguous_ones(hr):
+    # Crops cut from an (N, H, W, 3) stack and permuted, as the fine-tune attack makes them.
+    permuted = hr.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    assert not permuted.is_contiguous()
+    assert torch.equal(degrade(permuted, 4, seed=7), degrade(hr, 4, seed=7))
+
+
 def test_global_generators_are_left_alone(hr):
     torch.manual_seed(5)
     expected = torch.rand(3)
