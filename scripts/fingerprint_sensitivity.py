@@ -36,14 +36,20 @@ def config_of(name: str) -> str:
     return name.rsplit("-", 1)[0]
 
 
-def margins(rows: list[dict]) -> list[dict]:
+def read_rows(path: Path) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]]]:
+    """A cross-check rows file as model -> fingerprint features and model -> attack -> distance."""
+    features, attacked = {}, {}
+    for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip()):
+        if r["row"] == "fingerprint":
+            features[r["name"]] = np.asarray(r["features"])
+        else:
+            attacked.setdefault(r["name"], {})[r["row"]] = r["distance"]
+    return features, attacked
+
+
+def margins(features: dict[str, np.ndarray], attacked: dict[str, dict[str, float]]) -> list[dict]:
     from desra.fingerprint.verify import feature_distance
 
-    features = {r["name"]: np.asarray(r["features"]) for r in rows if r["row"] == "fingerprint"}
-    attacked = {}
-    for r in rows:
-        if r["row"] != "fingerprint":
-            attacked.setdefault(r["name"], {})[r["row"]] = r["distance"]
     table = []
     for name, own in features.items():
         nearest = min((feature_distance(own, other), o) for o, other in features.items() if config_of(o) != config_of(name))
@@ -81,16 +87,13 @@ def output_psnr(a, b, scale: int) -> float:
     return masked_psnr(*outputs, np.ones(outputs[0].shape[:2], bool))
 
 
-def own_task(rows: list[dict]) -> list[dict]:
+def own_task(features: dict[str, np.ndarray], attacked: dict[str, dict[str, float]], photos: list[np.ndarray]) -> list[dict]:
     from desra.degradations import degrade
     from desra.fingerprint.attacks import finetune
-    from desra.fingerprint.pipeline import attack_photos
     from desra.fingerprint.verify import feature_distance
     from desra.zoo import load_zoo_config
 
-    features = {r["name"]: np.asarray(r["features"]) for r in rows if r["row"] == "fingerprint"}
-    clean = {r["name"]: r["distance"] for r in rows if r["row"] == "finetune"}
-    photos, table = attack_photos(), []
+    table = []
     for short in FAILED_FINETUNES:
         name = f"attr-{short}"
         model, zoo = load(name), load_zoo_config(ROOT / "configs/attribution" / f"{config_of(name)}.yaml")
@@ -103,19 +106,19 @@ def own_task(rows: list[dict]) -> list[dict]:
         # 96 px crops, as the zoo trains on: smaller ones shrink below the 21-tap degradation kernels at x4.
         tuned = finetune(model.module, scale, photos, patch=96, make_lr=training_lr)
         d = feature_distance(features[name], features_of(tuned, scale))
-        table.append({"model": name, "clean_lr_d": clean[name], "own_task_d": d, "output_psnr_db": output_psnr(model.module, tuned, scale),
+        table.append({"model": name, "clean_lr_d": attacked[name]["finetune"], "own_task_d": d, "output_psnr_db": output_psnr(model.module, tuned, scale),
                       "seconds": time.perf_counter() - start})
         print(json.dumps(table[-1]), flush=True)
     return table
 
 
-def init_seeds() -> dict:
-    from desra.fingerprint.pipeline import attack_photos, attacked_copy
+def init_seeds(photos: list[np.ndarray]) -> dict:
+    from desra.fingerprint.pipeline import attacked_copy
     from desra.fingerprint.verify import feature_distance
 
     model = load(f"attr-{SEED_MODEL}")
     scale = int(model.descriptor.scale)
-    tuned = attacked_copy("finetune", model.module, scale, attack_photos())
+    tuned = attacked_copy("finetune", model.module, scale, photos)
     labels, features = [], []
     for kind, module in (("source", model.module), ("finetuned", tuned)):
         for seed in range(3):
@@ -127,8 +130,10 @@ def init_seeds() -> dict:
 
 
 def main() -> None:
-    rows = [json.loads(line) for line in ROWS.read_text().splitlines() if line.strip()]
-    report = {"margins": margins(rows)}
+    from desra.fingerprint.pipeline import attack_photos
+
+    features, attacked = read_rows(ROWS)
+    report = {"margins": margins(features, attacked)}
     for m in report["margins"]:
         print(f"{m['model']:24s} worst attack {m['worst_attack']:8s} d={m['attack_d']:.2e}  nearest independent "
               f"{m['nearest_independent']} d={m['independent_d']:.2e}  {'separable' if m['separable'] else 'NO eta separates'}")
@@ -136,8 +141,9 @@ def main() -> None:
     smallest_independent = min(m["independent_d"] for m in report["margins"])
     print(f"one eta for the whole zoo must exceed {largest_attack:.2e} (every attack verifies) and stay below "
           f"{smallest_independent:.2e} (no independent pair confused): {'possible' if largest_attack < smallest_independent else 'impossible'}")
-    report["own_task"] = own_task(rows)
-    report["init_seeds"] = init_seeds()
+    photos = attack_photos()
+    report["own_task"] = own_task(features, attacked, photos)
+    report["init_seeds"] = init_seeds(photos)
     for label, row in zip(report["init_seeds"]["labels"], report["init_seeds"]["distances"]):
         print(f"{label:20s}", " ".join(f"{d:.1e}" for d in row))
     print(f"mean of 3 seeds: d={report['init_seeds']['mean_of_3_d']:.2e}")

@@ -44,7 +44,6 @@ def test_area_pooling_lets_binary_blocks_pass_a_nearest_neighbour_skip_unchanged
     exact fixed point of a nearest-neighbour upsampler with maximal gradients, so for models that are
     such a skip plus a small residual the critical image is that block pattern, set by the initial
     noise and not by the model. Bicubic D blurs neighbouring blocks together: no such fixed point."""
-    import torch
     from torch import nn
 
     nearest = nn.Upsample(scale_factor=4, mode="nearest")
