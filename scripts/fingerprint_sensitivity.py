@@ -25,7 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO = ROOT / "runs/attribution/zoo"
-ROWS = ROOT / "runs/attribution/crosscheck16.rows.jsonl"
+ROWS = ROOT / "runs/attribution/crosscheck.rows.jsonl"
 OUT = ROOT / "runs/attribution/sensitivity.json"
 FAILED_FINETUNES = ("rrdbnet-x4-s1-mse", "rrdbnet-x4-s1-gan", "srvgg-x2-s3-mse", "srvgg-x2-s2-gan", "srvgg-x4-s3-gan")
 SEED_MODEL = "srvgg-x4-s3-gan"

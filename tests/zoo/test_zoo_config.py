@@ -12,13 +12,14 @@ from desra.errors import ConfigError, DatasetError
 from desra.paths import project_root
 from desra.zoo import dead_leaves, load_zoo_config, make_batch_fn
 
-CONFIGS = sorted((project_root() / "configs" / "zoo").glob("*.yaml"))
+CONFIGS = sorted((project_root() / "configs").glob("*/*.yaml"))
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_shipped_configs_load(path):
     config = load_zoo_config(path)
     assert "mse" in config.stages and config.scale in (2, 4)
+    assert config.name == path.stem, "build-zoo names the output folder after config.name; the file must carry the same name"
 
 
 def _write(tmp_path: Path, **changes) -> Path:
