@@ -272,8 +272,8 @@ def build_discriminator(config: ZooConfig):
     return ba.unet_discriminator_sn(**{"num_in_ch": 3, **config.discriminator})
 
 
-def heldout_psnr(module, scale: int, photos: tuple[str, ...] = HELDOUT_PHOTOS, device: str = "cpu", size_multiple: int = 1) -> dict[str, float]:
-    """PSNR (dB, RGB, 8-bit, 4 px border cropped) of ``module`` on the held-out photos downscaled by bicubic.
+def _heldout_outputs(module, scale: int, photos: tuple[str, ...], device: str, size_multiple: int):
+    """Yield (photo name, bicubic LR, SR output, HR) as (1, 3, h, w) CPU tensors for each held-out photo.
 
     Photos are cropped so the LR side is a multiple of ``size_multiple`` (RRDBNet x2 pixel-unshuffles its input).
     """
@@ -281,20 +281,46 @@ def heldout_psnr(module, scale: int, photos: tuple[str, ...] = HELDOUT_PHOTOS, d
 
     from desra.degradations import bicubic_lr
 
-    results = {}
     module = module.to(device).eval()
     for spec in photos:
         hr = read_rgb(package_file(spec))
         step = scale * size_multiple
         height, width = (hr.shape[0] // step) * step, (hr.shape[1] // step) * step
         hr_t = torch.from_numpy(np.ascontiguousarray(hr[:height, :width].transpose(2, 0, 1)))[None]
+        lr_t = bicubic_lr(hr_t, scale)
         with torch.no_grad():
-            sr = module(bicubic_lr(hr_t, scale).to(device)).clamp(0, 1).cpu()
-        sr8, hr8 = (sr * 255).round(), (hr_t * 255).round()
-        mse = ((sr8 - hr8)[..., 4:-4, 4:-4] ** 2).mean().item()
-        results[Path(spec.partition(":")[2]).stem] = 10 * math.log10(255.0**2 / max(mse, 1e-10))
+            sr = module(lr_t.to(device)).clamp(0, 1).cpu()
+        yield Path(spec.partition(":")[2]).stem, lr_t, sr, hr_t
+
+
+def _psnr_8bit(a, b) -> float:
+    """PSNR (dB) of two [0, 1] tensors rounded to 8 bits, 4 px border cropped."""
+    mse = ((((a * 255).round() - (b * 255).round())[..., 4:-4, 4:-4]) ** 2).mean().item()
+    return 10 * math.log10(255.0**2 / max(mse, 1e-10))
+
+
+def heldout_psnr(module, scale: int, photos: tuple[str, ...] = HELDOUT_PHOTOS, device: str = "cpu", size_multiple: int = 1) -> dict[str, float]:
+    """PSNR (dB, RGB, 8-bit, 4 px border cropped) of ``module`` on the held-out photos downscaled by bicubic."""
+    results = {name: _psnr_8bit(sr, hr) for name, _, sr, hr in _heldout_outputs(module, scale, photos, device, size_multiple)}
     results["mean"] = float(np.mean(list(results.values())))
     return results
+
+
+COLLAPSED_DB = 45.0
+"""Mean PSNR to nearest-neighbour upsampling above which a model does little but copy its input."""
+
+
+def nearest_upsampling_psnr(module, scale: int, photos: tuple[str, ...] = HELDOUT_PHOTOS, device: str = "cpu", size_multiple: int = 1) -> float:
+    """Mean PSNR (dB) between ``module``'s output and nearest-neighbour upsampling of the same held-out bicubic LR.
+
+    A collapsed network (SRVGG's residual branch stuck at ~0, which deep SRVGGs showed at lr 5e-4)
+    scores above :data:`COLLAPSED_DB` here, while its held-out PSNR against HR looks normal: nearest
+    upsampling scores about as high as a blurry L1 model does.
+    """
+    import torch.nn.functional as F
+
+    values = [_psnr_8bit(sr, F.interpolate(lr, scale_factor=scale, mode="nearest")) for _, lr, sr, _ in _heldout_outputs(module, scale, photos, device, size_multiple)]
+    return float(np.mean(values))
 
 
 def stage_dir(out: Path, stage: str) -> Path:
@@ -354,6 +380,7 @@ def train_zoo_model(
     result: TrainResult = train_config_run(train_config, generator, discriminator, config, out, stage, resume, on_event)
     descriptor = describe(config.architecture, config.arch_params, name=f"{config.name}-{stage}", role=stage)
     psnr = heldout_psnr(result.ema.float(), config.scale, device=result.device, size_multiple=descriptor.size_multiple)
+    copy_psnr = nearest_upsampling_psnr(result.ema.float(), config.scale, device=result.device, size_multiple=descriptor.size_multiple)
     provenance = {
         "config": config.source,
         "stage": stage,
@@ -363,6 +390,7 @@ def train_zoo_model(
         "wall_s_this_call": round(result.wall_s, 1),
         "command": command,
         "heldout_psnr_bicubic": {k: round(v, 3) for k, v in psnr.items()},
+        "nearest_upsampling_psnr": round(copy_psnr, 2),
     }
     weights_path = save_model(exported_path(out, config, stage), result.ema.cpu(), descriptor, extra_metadata=provenance)
     losses = result.losses or _last_losses(stage_dir(out, stage))  # a resume of a finished run trains nothing
@@ -462,6 +490,12 @@ def write_model_card(out: Path, config: ZooConfig, stage: str, summary: dict[str
         lines += [f"| {k} | {parent.get(k, float('nan')):.2f} | {v:.2f} |" for k, v in this.items()]
     else:
         lines += ["| photo | PSNR |", "|---|---|"] + [f"| {k} | {v:.2f} |" for k, v in this.items()]
+    copy_psnr = summary["nearest_upsampling_psnr"]
+    lines += [
+        "",
+        f"Output vs nearest-neighbour upsampling of the same LR (mean PSNR): {copy_psnr:.1f} dB"
+        + (f" -- **above {COLLAPSED_DB:.0f} dB: the network collapsed to copying its input; do not use it**" if copy_psnr > COLLAPSED_DB else ""),
+    ]
     lines += ["", f"Final training losses: {json.dumps({k: round(v, 4) for k, v in summary['losses'].items()})}", ""]
     if stage == "gan":
         lines += ["How this GAN recipe was chosen, what else was tried and what the discriminator did: `docs/zoo.md`.", ""]

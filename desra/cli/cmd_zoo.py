@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 
 
 def register(subparsers) -> None:
@@ -30,7 +31,7 @@ def register(subparsers) -> None:
 def _train(args) -> int:
     from tqdm import tqdm
 
-    from desra.zoo import load_zoo_config, train_zoo_model
+    from desra.zoo import COLLAPSED_DB, load_zoo_config, train_zoo_model
 
     config = load_zoo_config(args.config)
     total = config.stages[args.stage].iters if args.stage in config.stages else 0
@@ -48,6 +49,12 @@ def _train(args) -> int:
         bar.close()
     print(f"wrote {summary['weights']}" + (f" and {summary['discriminator']}" if "discriminator" in summary else ""))
     print(f"held-out PSNR (bicubic x{config.scale}): " + ", ".join(f"{k} {v:.2f}" for k, v in summary["heldout_psnr_bicubic"].items()))
+    if summary["nearest_upsampling_psnr"] > COLLAPSED_DB:
+        print(
+            f"warning: the output is {summary['nearest_upsampling_psnr']:.1f} dB from nearest-neighbour upsampling of its input: "
+            "the network collapsed to copying it. 16-conv SRVGGs did this at lr_g 5e-4 and 8-conv ones did not (docs/zoo.md).",
+            file=sys.stderr,
+        )
     return 0
 
 

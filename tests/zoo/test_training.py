@@ -164,6 +164,7 @@ def test_zoo_cli_trains_both_stages_and_exports_a_discriminator_file(tmp_path):
 
     card = (out / "tiny-gan.md").read_text()
     assert "--stage gan" in card and "discriminator warm-up 1 it" in card
+    assert "Output vs nearest-neighbour upsampling" in card and "collapsed" not in card
     assert read_state_dict(out / "tiny-gan.safetensors")[1]["extra"]["iterations"] == 3
     disc_path = out / "tiny-disc.safetensors"
     assert read_state_dict(disc_path)[1]["architecture"] == "unet_discriminator_sn"

@@ -86,3 +86,20 @@ def test_heldout_psnr_handles_pixel_unshuffle_architectures():
     params = {"num_in_ch": 3, "num_out_ch": 3, "scale": 2, "num_feat": 4, "num_block": 1, "num_grow_ch": 4}
     psnr = heldout_psnr(get_arch("rrdbnet").build(params), 2, photos=("skimage:data/chelsea.png",), size_multiple=2)
     assert 0 < psnr["chelsea"] < 60
+
+
+def test_nearest_upsampling_psnr_flags_a_network_that_copies_its_input():
+    import torch
+
+    from desra.archs import get_arch
+    from desra.checkpoint import load_model
+    from desra.zoo import COLLAPSED_DB, nearest_upsampling_psnr
+
+    photos = ("skimage:data/chelsea.png",)
+    copier = get_arch("srvgg").build({"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 4, "act_type": "prelu"})
+    with torch.no_grad():
+        for p in copier.body[-1].parameters():  # SRVGG adds nearest upsampling to its body's output
+            p.zero_()
+    assert nearest_upsampling_psnr(copier, 4, photos=photos) > COLLAPSED_DB
+    gan = load_model(project_root() / "weights" / "desra-demo-x4-gan.safetensors").module
+    assert nearest_upsampling_psnr(gan, 4, photos=photos) < COLLAPSED_DB
