@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from desra.errors import (
     ArchitectureError,
@@ -27,9 +27,6 @@ from desra.errors import (
     UnknownNameError,
     UnsafeCheckpointError,
 )
-
-if TYPE_CHECKING:
-    import torch
 
 METADATA_KEY = "desra"
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
