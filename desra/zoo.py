@@ -299,11 +299,16 @@ def _psnr_8bit(a, b) -> float:
     return 10 * math.log10(255.0**2 / max(mse, 1e-10))
 
 
-def heldout_psnr(module, scale: int, photos: tuple[str, ...] = HELDOUT_PHOTOS, device: str = "cpu", size_multiple: int = 1) -> dict[str, float]:
-    """PSNR (dB, RGB, 8-bit, 4 px border cropped) of ``module`` on the held-out photos downscaled by bicubic."""
-    results = {name: _psnr_8bit(sr, hr) for name, _, sr, hr in _heldout_outputs(module, scale, photos, device, size_multiple)}
+def _psnr_table(outputs) -> dict[str, float]:
+    """Photo name -> PSNR of SR against HR, plus their mean, from :func:`_heldout_outputs` tuples."""
+    results = {name: _psnr_8bit(sr, hr) for name, _, sr, hr in outputs}
     results["mean"] = float(np.mean(list(results.values())))
     return results
+
+
+def heldout_psnr(module, scale: int, photos: tuple[str, ...] = HELDOUT_PHOTOS, device: str = "cpu", size_multiple: int = 1) -> dict[str, float]:
+    """PSNR (dB, RGB, 8-bit, 4 px border cropped) of ``module`` on the held-out photos downscaled by bicubic."""
+    return _psnr_table(_heldout_outputs(module, scale, photos, device, size_multiple))
 
 
 COLLAPSED_DB = 45.0
@@ -317,10 +322,14 @@ def nearest_upsampling_psnr(module, scale: int, photos: tuple[str, ...] = HELDOU
     scores above :data:`COLLAPSED_DB` here, while its held-out PSNR against HR looks normal: nearest
     upsampling scores about as high as a blurry L1 model does.
     """
+    return _copy_psnr(_heldout_outputs(module, scale, photos, device, size_multiple), scale)
+
+
+def _copy_psnr(outputs, scale: int) -> float:
+    """Mean PSNR of SR against nearest-neighbour upsampled LR, from :func:`_heldout_outputs` tuples."""
     import torch.nn.functional as F
 
-    values = [_psnr_8bit(sr, F.interpolate(lr, scale_factor=scale, mode="nearest")) for _, lr, sr, _ in _heldout_outputs(module, scale, photos, device, size_multiple)]
-    return float(np.mean(values))
+    return float(np.mean([_psnr_8bit(sr, F.interpolate(lr, scale_factor=scale, mode="nearest")) for _, lr, sr, _ in outputs]))
 
 
 def stage_dir(out: Path, stage: str) -> Path:
@@ -379,8 +388,9 @@ def train_zoo_model(
     started = time.time()
     result: TrainResult = train_config_run(train_config, generator, discriminator, config, out, stage, resume, on_event)
     descriptor = describe(config.architecture, config.arch_params, name=f"{config.name}-{stage}", role=stage)
-    psnr = heldout_psnr(result.ema.float(), config.scale, device=result.device, size_multiple=descriptor.size_multiple)
-    copy_psnr = nearest_upsampling_psnr(result.ema.float(), config.scale, device=result.device, size_multiple=descriptor.size_multiple)
+    # One pass over the held-out photos serves both measures.
+    outputs = list(_heldout_outputs(result.ema.float(), config.scale, HELDOUT_PHOTOS, result.device, descriptor.size_multiple))
+    psnr, copy_psnr = _psnr_table(outputs), _copy_psnr(outputs, config.scale)
     provenance = {
         "config": config.source,
         "stage": stage,
