@@ -12,6 +12,17 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask alone must set it)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and move it over ``path``.
@@ -25,6 +36,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield temp
         with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
+        # Writers such as safetensors create 0600 files; give the result the mode a plain open() would.
+        os.chmod(temp, 0o666 & ~_umask())
         os.replace(temp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import pytest
@@ -55,6 +56,9 @@ def test_safetensors_round_trip_keeps_descriptor(official_nets, tmp_path):
     assert model.descriptor == ModelDescriptor(**{**descriptor.to_dict(), "source": str(path)})
     assert _same_output(net, model.module) == 0.0
     assert not list(tmp_path.glob("*.tmp-*")), "the temporary file of the atomic write was left behind"
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # safetensors alone writes 0600: unreadable to a team
 
 
 def test_plain_state_dict_with_module_prefix_and_no_metadata(tiny_srvgg, tiny_params, tmp_path):
