@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from desra.bench import BenchContext, BenchResult, register_benchmark
 
-_DEMO = dict(num_in_ch=3, num_out_ch=3, num_feat=48, num_conv=16, upscale=4, act_type="prelu")
 _RRDB = dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=64, num_block=23, num_grow_ch=32)
 
 
 def _plan(ctx: BenchContext) -> list[tuple[str, str, dict, int, int, int]]:
     """(label, architecture, params, discriminator features, HR patch, batch) per measured setting."""
+    from desra.registry import get_model
+
+    entry = get_model("desra-demo-x4-gan")
+    demo = ("desra-demo-x4", entry.architecture, dict(entry.arch_params))
     if ctx.device.startswith("cuda"):
         # The issue's goal: 1000 iterations of RRDBNet (23 blocks) at batch 12, 256 px, in < 10 min on one H100.
-        return [("rrdbnet-23x64", "rrdbnet", _RRDB, 64, 256, 12), ("desra-demo-x4", "srvgg", _DEMO, 16, 256, 12)]
+        return [("rrdbnet-23x64", "rrdbnet", _RRDB, 64, 256, 12), (*demo, 16, 256, 12)]
     if ctx.quick:
-        return [("desra-demo-x4", "srvgg", _DEMO, 16, 64, 2)]
-    return [("desra-demo-x4", "srvgg", _DEMO, 16, 128, 4)]
+        return [(*demo, 16, 64, 2)]
+    return [(*demo, 16, 128, 4)]
 
 
 @register_benchmark("finetune-throughput", "DeSRA fine-tune iterations/s (L1 + feature matching + GAN, U-Net SN D, EMA)")

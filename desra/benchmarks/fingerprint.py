@@ -10,7 +10,6 @@ MODELS = {
     "attr-zoo-srvgg-16x4-x2": ("srvgg", dict(num_in_ch=3, num_out_ch=3, num_feat=16, num_conv=4, upscale=2, act_type="prelu")),
     "attr-zoo-rrdbnet-1x16-x4": ("rrdbnet", dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=16, num_block=1, num_grow_ch=8)),
     "attr-zoo-rrdbnet-1x16-x2": ("rrdbnet", dict(num_in_ch=3, num_out_ch=3, scale=2, num_feat=16, num_block=1, num_grow_ch=8)),
-    "desra-demo-srvgg-48x16-x4": ("srvgg", dict(num_in_ch=3, num_out_ch=3, num_feat=48, num_conv=16, upscale=4, act_type="prelu")),
     "rrdbnet-23x64-x4": ("rrdbnet", dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=64, num_block=23, num_grow_ch=32)),
 }
 
@@ -26,10 +25,13 @@ def fingerprint_extract(ctx: BenchContext) -> list[BenchResult]:
     from desra.attribution.classifier import ClassifierConfig, LabelSpace, build_classifier, predict
     from desra.attribution.pipeline import grid_tiles
     from desra.fingerprint.critical import CriticalConfig, critical_image
+    from desra.registry import get_model
 
     iterations = 5 if ctx.quick else 40
     results = []
-    for label, (arch, params) in MODELS.items():
+    demo = get_model("desra-demo-x4-gan")
+    models = {**MODELS, "desra-demo-x4": (demo.architecture, dict(demo.arch_params))}
+    for label, (arch, params) in models.items():
         if ctx.quick and "23x64" in label and not ctx.device.startswith("cuda"):
             continue
         torch.manual_seed(0)

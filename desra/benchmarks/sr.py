@@ -7,11 +7,9 @@ from desra.bench import BenchContext, BenchResult, median_seconds, register_benc
 _SWINIR_M = dict(img_size=64, in_chans=3, embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, window_size=8,
                  mlp_ratio=2.0, upscale=4, img_range=1.0, upsampler="nearest+conv", resi_connection="1conv")
 
-# name -> (architecture, params, the published models of that size). Random weights: speed does not
-# depend on them.
+# name -> (architecture, params, the published models of that size); the embedded pair's size is read
+# from the registry. Random weights: speed does not depend on them.
 ARCHS = {
-    "srvgg-48x16": ("srvgg", dict(num_in_ch=3, num_out_ch=3, num_feat=48, num_conv=16, upscale=4, act_type="prelu"),
-                    "desra-demo-x4"),
     "srvgg-64x32": ("srvgg", dict(num_in_ch=3, num_out_ch=3, num_feat=64, num_conv=32, upscale=4, act_type="prelu"),
                     "realesr-general-x4v3"),
     "rrdbnet-23x64": ("rrdbnet", dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=64, num_block=23, num_grow_ch=32),
@@ -37,11 +35,14 @@ def sr_throughput(ctx: BenchContext) -> list[BenchResult]:
     from desra.archs import get_arch
     from desra.checkpoint import SRModel, describe
     from desra.inference import upscale
+    from desra.registry import get_model
 
     side, tiles, halves = _plan(ctx)
     photo = skimage.data.astronaut()[:side, :side].astype(np.float32) / 255.0
     results = []
-    for label, (arch, params, published) in ARCHS.items():
+    demo = get_model("desra-demo-x4-gan")
+    archs = {"desra-demo-x4": (demo.architecture, dict(demo.arch_params), "desra's embedded pair"), **ARCHS}
+    for label, (arch, params, published) in archs.items():
         torch.manual_seed(0)
         model = SRModel(describe(arch, params, name=label), get_arch(arch).build(params).eval())
         count = sum(p.numel() for p in model.module.parameters())
