@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 D=runs/attribution/demo-check
 W=$D/workspace
-REPAIRED=${REPAIRED:-runs/repair-demo-v2/run/model.safetensors}
+REPAIRED=${REPAIRED:-runs/repair-demo/run/model.safetensors}  # from: scripts/repair_demo.py --out runs/repair-demo
 mkdir -p $D
 export OMP_NUM_THREADS=1
 desra() { echo "+ desra $*" >&2; nice .venv/bin/desra "$@"; }
