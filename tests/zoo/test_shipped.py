@@ -41,6 +41,27 @@ def test_pair_upscales_a_real_photo_and_the_gan_side_adds_texture(pair, photo):
     assert detail(gan) > 1.1 * detail(mse)
 
 
+def test_neither_shipped_model_copies_its_input(pair):
+    # The first shipped MSE model had collapsed to nearest-neighbour upsampling (69.6 dB from it)
+    # while its held-out PSNR looked normal; trained SR models sit about 30 dB from it.
+    from desra.zoo import COLLAPSED_DB, nearest_upsampling_psnr
+
+    for model in pair:
+        assert nearest_upsampling_psnr(model.module, 4, photos=("skimage:data/chelsea.png",)) < COLLAPSED_DB
+
+
+def test_registry_config_and_weights_describe_the_same_network(pair):
+    import yaml
+
+    from desra.paths import project_root
+    from desra.registry import get_model
+
+    config = yaml.safe_load((project_root() / "configs" / "zoo" / "desra-demo-x4.yaml").read_text())
+    for model in pair:
+        entry = get_model(model.descriptor.name)
+        assert entry.arch_params == config["arch_params"] == {k: model.descriptor.arch_params[k] for k in entry.arch_params}
+
+
 def test_weights_carry_provenance_and_discriminator_ships():
     for role in ("mse", "gan", "disc"):
         state, meta = read_state_dict(weights_dir() / f"desra-demo-x4-{role}.safetensors")
