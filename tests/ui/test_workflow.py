@@ -25,12 +25,18 @@ def _use_pair(page, model_pair, choose) -> None:
         page.locator("#detect-gan").get_by_text(model_pair["gan"].name[:3]).wait_for()
 
 
+def _listed(page, component: str, name: str):
+    """The row of file ``name`` in the file list of ``component``. Gradio renders the name as stem and
+    extension spans, sometimes with a space between them, so match its aria-label, not its text."""
+    return page.locator(f"#{component}").get_by_label(name, exact=True)
+
+
 def _detect(page, photo_png, model_pair, choose, *, pair_chosen: bool = False) -> None:
     """Upload ``photo_png`` in Detect, run detection with the test pair and wait for the mask overlay."""
     if not pair_chosen:
         _use_pair(page, model_pair, choose)
     page.locator("#detect-images input[type=file]").set_input_files(str(photo_png))
-    page.locator("#detect-images").get_by_text(photo_png.name).wait_for()
+    _listed(page, "detect-images", photo_png.name).wait_for()
     page.locator("#detect-run").click()
     page.locator("#detect-overlay img").wait_for(state="visible", timeout=120_000)
 
@@ -38,7 +44,7 @@ def _detect(page, photo_png, model_pair, choose, *, pair_chosen: bool = False) -
 def test_corrupt_upload_shows_an_error_and_the_page_keeps_working(page, photo_png, corrupt_png, model_pair, choose, workspace, save_screenshot):
     _use_pair(page, model_pair, choose)
     page.locator("#detect-images input[type=file]").set_input_files(str(corrupt_png))
-    page.locator("#detect-images").get_by_text(corrupt_png.name).wait_for()
+    _listed(page, "detect-images", corrupt_png.name).wait_for()
     page.locator("#detect-run").click()
     toast = page.locator("[data-testid=toast-body]").filter(has_text="broken.png")
     toast.wait_for(timeout=60_000)
