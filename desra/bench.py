@@ -93,6 +93,14 @@ def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> floa
     return statistics.median(times)
 
 
+def embedded_network() -> tuple[str, dict[str, Any]]:
+    """(architecture, arch_params) of desra's embedded pair, from the registry: benchmarks time the shipped network."""
+    from desra.registry import get_model
+
+    entry = get_model("desra-demo-x4-gan")
+    return entry.architecture, dict(entry.arch_params)
+
+
 def environment_info(device: str) -> dict[str, Any]:
     """Device and library versions recorded with every benchmark report."""
     import numpy

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from desra.bench import BenchContext, BenchResult, register_benchmark
+from desra.bench import BenchContext, BenchResult, embedded_network, register_benchmark
 
 _RRDB = dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=64, num_block=23, num_grow_ch=32)
 
 
 def _plan(ctx: BenchContext) -> list[tuple[str, str, dict, int, int, int]]:
     """(label, architecture, params, discriminator features, HR patch, batch) per measured setting."""
-    from desra.registry import get_model
-
-    entry = get_model("desra-demo-x4-gan")
-    demo = ("desra-demo-x4", entry.architecture, dict(entry.arch_params))
+    demo = ("desra-demo-x4", *embedded_network())
     if ctx.device.startswith("cuda"):
         # The issue's goal: 1000 iterations of RRDBNet (23 blocks) at batch 12, 256 px, in < 10 min on one H100.
         return [("rrdbnet-23x64", "rrdbnet", _RRDB, 64, 256, 12), (*demo, 16, 256, 12)]

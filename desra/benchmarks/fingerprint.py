@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from desra.bench import BenchContext, BenchResult, median_seconds, register_benchmark
+from desra.bench import BenchContext, BenchResult, embedded_network, median_seconds, register_benchmark
 
 # name -> (architecture, params). Random weights: speed does not depend on them.
 MODELS = {
@@ -25,12 +25,10 @@ def fingerprint_extract(ctx: BenchContext) -> list[BenchResult]:
     from desra.attribution.classifier import ClassifierConfig, LabelSpace, build_classifier, predict
     from desra.attribution.pipeline import grid_tiles
     from desra.fingerprint.critical import CriticalConfig, critical_image
-    from desra.registry import get_model
 
     iterations = 5 if ctx.quick else 40
     results = []
-    demo = get_model("desra-demo-x4-gan")
-    models = {**MODELS, "desra-demo-x4": (demo.architecture, dict(demo.arch_params))}
+    models = {**MODELS, "desra-demo-x4": embedded_network()}
     for label, (arch, params) in models.items():
         if ctx.quick and "23x64" in label and not ctx.device.startswith("cuda"):
             continue

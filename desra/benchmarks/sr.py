@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from desra.bench import BenchContext, BenchResult, median_seconds, register_benchmark
+from desra.bench import BenchContext, BenchResult, embedded_network, median_seconds, register_benchmark
 
 _SWINIR_M = dict(img_size=64, in_chans=3, embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, window_size=8,
                  mlp_ratio=2.0, upscale=4, img_range=1.0, upsampler="nearest+conv", resi_connection="1conv")
@@ -35,13 +35,11 @@ def sr_throughput(ctx: BenchContext) -> list[BenchResult]:
     from desra.archs import get_arch
     from desra.checkpoint import SRModel, describe
     from desra.inference import upscale
-    from desra.registry import get_model
 
     side, tiles, halves = _plan(ctx)
     photo = skimage.data.astronaut()[:side, :side].astype(np.float32) / 255.0
     results = []
-    demo = get_model("desra-demo-x4-gan")
-    archs = {"desra-demo-x4": (demo.architecture, dict(demo.arch_params), "desra's embedded pair"), **ARCHS}
+    archs = {"desra-demo-x4": (*embedded_network(), "desra's embedded pair"), **ARCHS}
     for label, (arch, params, published) in archs.items():
         torch.manual_seed(0)
         model = SRModel(describe(arch, params, name=label), get_arch(arch).build(params).eval())

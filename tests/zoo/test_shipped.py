@@ -51,15 +51,14 @@ def test_neither_shipped_model_copies_its_input(pair):
 
 
 def test_registry_config_and_weights_describe_the_same_network(pair):
-    import yaml
-
     from desra.paths import project_root
     from desra.registry import get_model
+    from desra.zoo import load_zoo_config
 
-    config = yaml.safe_load((project_root() / "configs" / "zoo" / "desra-demo-x4.yaml").read_text())
+    config = load_zoo_config(project_root() / "configs" / "zoo" / "desra-demo-x4.yaml")
     for model in pair:
         entry = get_model(model.descriptor.name)
-        assert entry.arch_params == config["arch_params"] == {k: model.descriptor.arch_params[k] for k in entry.arch_params}
+        assert entry.arch_params == config.arch_params == {k: model.descriptor.arch_params[k] for k in entry.arch_params}
 
 
 def test_weights_carry_provenance_and_discriminator_ships():
