@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -35,7 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from desra.errors import JobError, UnknownNameError
+from desra.errors import DesraError, JobError, UnknownNameError
+from desra.job_settings import (
+    Confinement,
+    check_confined,
+    params_of,
+    parse_settings,
+    resolve_paths,
+    to_argv,
+)
 from desra.process import die_with_parent
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -169,22 +178,6 @@ CREATE TABLE IF NOT EXISTS workers (
 """
 
 
-def params_to_argv(params: dict[str, Any]) -> list[str]:
-    """Flags from a parameter dict: ``{"iters": 5, "save_every": 2, "resume": True}`` -> ``--iters 5 --save-every 2 --resume``."""
-    argv: list[str] = []
-    for key, value in params.items():
-        flag = "--" + key.replace("_", "-")
-        if value is None or value is False:
-            continue
-        if value is True:
-            argv.append(flag)
-        elif isinstance(value, (list, tuple)):
-            argv += [flag, *[str(v) for v in value]]
-        else:
-            argv += [flag, str(value)]
-    return argv
-
-
 def _now() -> float:
     return time.time()
 
@@ -232,8 +225,22 @@ class JobStore:
 
     # -- the API the dashboard and the CLI use ------------------------------------------------
 
-    def submit(self, kind: str, params: dict[str, Any] | None = None, *, device: str = "auto") -> Job:
-        """Queue a job of ``kind`` with the command's flag values ``params``; returns it (state ``queued``)."""
+    def submit(
+        self,
+        kind: str,
+        params: dict[str, Any] | None = None,
+        *,
+        device: str = "auto",
+        base: str | os.PathLike | None = None,
+        confine: Confinement | None = None,
+    ) -> Job:
+        """Queue a job of ``kind``; returns it (state ``queued``).
+
+        ``params`` are checked against the kind's typed settings (:mod:`desra.job_settings`): unknown
+        names, wrong types and out-of-range values are refused. Relative paths are resolved against
+        ``base`` (the submitter's folder; default the current one), and with ``confine`` every path
+        must stay inside the roots it allows.
+        """
         if kind not in JOB_KINDS:
             raise UnknownNameError(f"unknown job kind {kind!r}; known kinds: {', '.join(JOB_KINDS)}")
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
@@ -244,18 +251,18 @@ class JobStore:
                 raise JobError(
                     f"job parameter {reserved!r} is set by the runner; use resume(job_id) or submit(..., device=...)"
                 )
-        try:
-            encoded = json.dumps(params)
-        except TypeError as error:
-            raise JobError(f"job parameters must be JSON values (strings, numbers, booleans, lists): {error}") from None
+        settings = resolve_paths(parse_settings(kind, params), base if base is not None else Path.cwd())
+        if confine is not None:
+            check_confined(settings, confine)
+        stored = params_of(settings)
         job_id = f"{kind}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
         job_dir = self.root / job_id
         job_dir.mkdir(parents=True)
-        out = Path(params["out"]).expanduser().resolve() if params.get("out") else job_dir / "out"
+        out = Path(stored["out"]).resolve() if stored.get("out") else job_dir / "out"
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO jobs (id, kind, params, state, device, created, out) VALUES (?, ?, ?, 'queued', ?, ?, ?)",
-                (job_id, kind, encoded, device, _now(), str(out)),
+                (job_id, kind, json.dumps(stored), device, _now(), str(out)),
             )
         return self.status(job_id)
 
@@ -331,10 +338,7 @@ class JobStore:
         with self._connect() as db:
             rows = db.execute("SELECT * FROM workers ORDER BY id").fetchall()
         now = _now()
-        return [
-            WorkerInfo(r["id"], r["pid"], r["device"], r["heartbeat"], r["job_id"], now - r["heartbeat"] < STALE_AFTER_S)
-            for r in rows
-        ]
+        return [WorkerInfo(r["id"], r["pid"], r["device"], r["heartbeat"], r["job_id"], _live(r, now)) for r in rows]
 
     def ensure_workers(self, devices: list[str] | None = None) -> list[int]:
         """Start a detached worker for each device without a live one (default: every GPU, else the CPU); returns new pids."""
@@ -358,9 +362,10 @@ class JobStore:
         now = _now()
         moved = []
         with self._transaction() as db:
-            beats = {r["id"]: r["heartbeat"] for r in db.execute("SELECT id, heartbeat FROM workers")}
+            workers = db.execute("SELECT id, pid, heartbeat FROM workers").fetchall()
+            live = {r["id"] for r in workers if _live(r, now)}
             for row in db.execute("SELECT * FROM jobs WHERE state='running'").fetchall():
-                if now - beats.get(row["worker"], 0.0) < STALE_AFTER_S:
+                if row["worker"] in live:
                     continue
                 moved.append(row["id"])
                 if row["cancel_requested"]:
@@ -376,7 +381,7 @@ class JobStore:
                         "UPDATE jobs SET state='queued', resume=?, reason=? WHERE id=?",
                         (int(resumable or row["resume"]), f"worker {row['worker']} stopped; requeued", row["id"]),
                     )
-            db.execute("DELETE FROM workers WHERE heartbeat < ?", (now - STALE_AFTER_S,))
+            db.executemany("DELETE FROM workers WHERE id=?", [(r["id"],) for r in workers if r["id"] not in live])
         return moved
 
     # -- used by the worker -------------------------------------------------------------------
@@ -385,12 +390,12 @@ class JobStore:
         worker_id = f"{device}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         now = _now()
         with self._transaction() as db:
-            db.execute("DELETE FROM workers WHERE heartbeat < ? AND job_id IS NULL", (now - STALE_AFTER_S,))
-            row = db.execute(
-                "SELECT pid FROM workers WHERE device=? AND heartbeat >= ?", (device, now - STALE_AFTER_S)
-            ).fetchone()
-            if row is not None:
-                raise JobError(f"a worker for {device} is already running (pid {row['pid']}); one per device")
+            rows = db.execute("SELECT id, pid, heartbeat, job_id FROM workers WHERE device=?", (device,)).fetchall()
+            running = [r for r in rows if _live(r, now)]
+            if running:
+                raise JobError(f"a worker for {device} is already running (pid {running[0]['pid']}); one per device")
+            # A dead worker that held a job stays until recover() has requeued that job.
+            db.executemany("DELETE FROM workers WHERE id=?", [(r["id"],) for r in rows if r["job_id"] is None])
             db.execute(
                 "INSERT INTO workers (id, pid, device, started, heartbeat, job_id) VALUES (?, ?, ?, ?, ?, NULL)",
                 (worker_id, os.getpid(), device, now, now),
@@ -425,6 +430,16 @@ class JobStore:
             row = db.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()
         return bool(row and row["cancel_requested"])
 
+    def _requeue(self, job_id: str, worker_id: str, reason: str) -> None:
+        with self._transaction() as db:
+            row = db.execute("SELECT kind, resume FROM jobs WHERE id=?", (job_id,)).fetchone()
+            resumable = row is not None and (JOB_KINDS[row["kind"]].resume_flag is not None or bool(row["resume"]))
+            db.execute(
+                "UPDATE jobs SET state='queued', resume=?, reason=? WHERE id=? AND worker=? AND state='running'",
+                (int(resumable), reason, job_id, worker_id),
+            )
+            db.execute("UPDATE workers SET job_id=NULL WHERE id=?", (worker_id,))
+
     def _finish(self, job_id: str, worker_id: str, state: str, reason: str = "") -> None:
         with self._transaction() as db:
             db.execute(
@@ -433,6 +448,26 @@ class JobStore:
                 (state, reason, _now(), state, job_id, worker_id),
             )
             db.execute("UPDATE workers SET job_id=NULL WHERE id=?", (worker_id,))
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine and is not a zombie (workers run where the workspace is)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: existence is all that can be known
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _live(row: sqlite3.Row, now: float) -> bool:
+    # A dead pid is final at once; a recent heartbeat alone is not proof (the pid may have died since).
+    return now - row["heartbeat"] < STALE_AFTER_S and _pid_alive(row["pid"])
 
 
 def default_worker_devices() -> list[str]:
@@ -444,14 +479,14 @@ def default_worker_devices() -> list[str]:
 
 
 def job_command(job: Job, worker_device: str) -> list[str]:
-    """The full command line a worker runs for ``job`` on ``worker_device``."""
+    """The full command line a worker runs for ``job`` on ``worker_device``, built from its typed settings."""
     kind = JOB_KINDS[job.kind]
-    params = dict(job.params)
-    params["out"] = str(job.out)
-    argv = [sys.executable, *kind.command, *params_to_argv(params)]
+    # Parsed again here: a row edited in the database cannot smuggle in a flag either.
+    settings = parse_settings(job.kind, {**job.params, "out": str(job.out)})
+    argv = [sys.executable, *kind.command, *to_argv(settings)]
     if kind.device_flag:
         device = job.device if job.device != "auto" else worker_device
-        argv += ["--device", "cuda" if device.startswith("cuda") else "cpu"]
+        argv.append("--device=" + ("cuda" if device.startswith("cuda") else "cpu"))
     if job.resume and kind.resume_flag:
         argv.append(kind.resume_flag)
     return argv
@@ -497,6 +532,7 @@ def run_worker(
 
     beater = threading.Thread(target=heartbeat, daemon=True)
     beater.start()
+    previous = _exit_on_sigterm()
     try:
         while True:
             store.recover()
@@ -512,29 +548,54 @@ def run_worker(
     finally:
         stop.set()
         store._unregister_worker(worker_id)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm():
+    """Make SIGTERM unwind the worker like Ctrl-C (its job requeued, its row removed); returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 def _run_one(store: JobStore, job: Job, worker_id: str, device: str, poll_s: float) -> None:
     job.job_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        argv = job_command(job, device)
+    except DesraError as error:
+        store._finish(job.id, worker_id, "failed", f"invalid job: {error}")
+        return
     if JOB_KINDS[job.kind].out_is_dir:
         job.out.mkdir(parents=True, exist_ok=True)
-    argv = job_command(job, device)
     with open(job.log_path, "ab") as log:
         log.write(f"\n=== attempt {job.attempts} on {device} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
                   f"{' '.join(argv[1:])}\n".encode())
         log.flush()
+        # The job's own folder as working directory: whatever relative name its command resolves
+        # stays inside the workspace (submitted paths are already absolute).
         process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_child_env(device),
-            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
+            cwd=job.job_dir, preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
         )
         cancelled_at = None
-        while process.poll() is None:
-            time.sleep(poll_s)
-            if cancelled_at is None and store._cancel_requested(job.id):
-                cancelled_at = time.monotonic()
-                process.terminate()
-            elif cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_GRACE_S:
-                process.kill()
+        try:
+            while process.poll() is None:
+                time.sleep(poll_s)
+                if cancelled_at is None and store._cancel_requested(job.id):
+                    cancelled_at = time.monotonic()
+                    process.terminate()
+                elif cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_GRACE_S:
+                    process.kill()
+        except BaseException:
+            # The worker itself is stopping (SIGTERM, Ctrl-C): stop the job and queue it for the next worker.
+            _stop(process)
+            store._requeue(job.id, worker_id, f"worker {worker_id} was stopped; requeued")
+            raise
     if cancelled_at is not None:
         store._finish(job.id, worker_id, "cancelled", "cancelled by request")
     elif process.returncode == 0:
@@ -543,15 +604,25 @@ def _run_one(store: JobStore, job: Job, worker_id: str, device: str, poll_s: flo
         store._finish(job.id, worker_id, "failed", _failure_reason(job.log_path, process.returncode))
 
 
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(CANCEL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _sleep_main(argv: list[str]) -> int:
-    """The ``sleep`` job kind: ``--steps N --interval S --out DIR [--resume]``, one event per step."""
+    """The ``sleep`` job kind: ``--steps N --interval S [--fail-at K] --out DIR [--resume]``, one event per step."""
     import argparse
 
     from desra.atomic import atomic_write_text
 
-    parser = argparse.ArgumentParser(prog="desra.jobs sleep")
+    parser = argparse.ArgumentParser(prog="desra.jobs sleep", allow_abbrev=False)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--fail-at", type=int, default=None, help="exit with an error at this step")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
@@ -560,6 +631,9 @@ def _sleep_main(argv: list[str]) -> int:
     start = json.loads(state.read_text())["done"] if args.resume and state.exists() else 0
     print(f"sleep: steps {start + 1}..{args.steps}", flush=True)
     for step in range(start + 1, args.steps + 1):
+        if step == args.fail_at:
+            print(f"desra: error: sleep: failing at step {step} as asked (--fail-at)", flush=True)
+            return 2
         time.sleep(args.interval)
         atomic_write_text(state, json.dumps({"done": step}))
         with open(args.out / "events.jsonl", "a", encoding="utf-8") as events:

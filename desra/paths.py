@@ -21,6 +21,11 @@ def datasets_dir() -> Path:
     return project_root() / "datasets"
 
 
+def configs_dir() -> Path:
+    """Folder of the shipped zoo and attribution model configs."""
+    return project_root() / "configs"
+
+
 def desra_home() -> Path:
     """Cache for downloaded checkpoints: ``$DESRA_HOME``, else ``$XDG_CACHE_HOME/desra``, else ``~/.cache/desra``."""
     if os.environ.get("DESRA_HOME"):

@@ -150,7 +150,10 @@ def package_file(spec: str) -> Path:
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
         raise DatasetError(f"photo {spec!r}: package {package!r} is not installed; install it or drop the photo")
-    path = Path(next(iter(found.submodule_search_locations))) / relative
+    root = Path(next(iter(found.submodule_search_locations))).resolve()
+    path = (root / relative).resolve()
+    if root not in path.parents:
+        raise ConfigError(f"photo {spec!r} points outside the installed package {package!r}; name a file inside it")
     if not path.is_file():
         raise DatasetError(f"photo {spec!r}: {path} does not exist in the installed {package}")
     return path

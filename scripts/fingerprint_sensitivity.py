@@ -180,7 +180,7 @@ def main() -> None:
 
     from desra.fingerprint.pipeline import attack_photos
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--relations", nargs="+", type=Path, metavar="ROWS",
                         help="only print the closest pair per relation (seed / scale / architecture) of these rows files")
     args = parser.parse_args()

@@ -66,7 +66,7 @@ def val_images() -> list[tuple[str, np.ndarray]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Build the set, fine-tune, evaluate; print the repair table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--out", type=Path, required=True, help="new folder for the set, the run and the table")
     parser.add_argument("--pair", default="desra-demo-x4")
     parser.add_argument("--mse-model", default=None, help="instead of --pair: MSE-SR checkpoint")

@@ -33,11 +33,24 @@ COMMAND_MODULES = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser that takes only flags spelled out in full.
+
+    argparse accepts any unambiguous prefix (``--ou`` for ``--out``) by default, which let a job
+    parameter named ``ou`` override a checked ``out``. Sub-parsers are made of the parent's class,
+    so every desra command inherits this.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every command group registered."""
     from desra import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="desra",
         description="Detect, delete and attribute GAN super-resolution artifacts.",
     )

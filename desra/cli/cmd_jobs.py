@@ -24,7 +24,13 @@ def _print_job(job, as_json: bool) -> None:
 def _parse_params(pairs: list[str], params_json: str | None) -> dict:
     from desra.errors import JobError
 
-    params = json.loads(params_json) if params_json else {}
+    try:
+        params = json.loads(params_json) if params_json else {}
+    except json.JSONDecodeError as error:
+        raise JobError(f"--params-json is not valid JSON ({error.msg} at character {error.pos}); "
+                       'give one object, e.g. --params-json \'{"iters": 1000}\'') from None
+    if not isinstance(params, dict):
+        raise JobError(f"--params-json must be one JSON object of flag values, got {type(params).__name__}")
     for pair in pairs:
         if "=" not in pair:
             raise JobError(f"--param expects KEY=VALUE, got {pair!r} (e.g. --param iters=1000)")
@@ -140,7 +146,8 @@ def register(subparsers) -> None:
 
     p = sub("submit", "queue a job", _submit)
     p.add_argument("kind", help="job kind (see `desra jobs kinds`)")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a flag of the job's command, repeatable")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a flag of the job's command, repeatable; relative paths are taken from the current folder")
     p.add_argument("--params-json", default=None, help="all parameters as one JSON object")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--start-workers", action="store_true", help="start worker processes when none are running")

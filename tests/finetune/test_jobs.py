@@ -9,7 +9,8 @@ import time
 import pytest
 
 from desra.errors import JobError, UnknownNameError
-from desra.jobs import JobStore, params_to_argv, run_worker
+from desra.job_settings import SleepJob, to_argv
+from desra.jobs import JobStore, run_worker
 
 
 def _wait(predicate, timeout=60.0):
@@ -21,9 +22,8 @@ def _wait(predicate, timeout=60.0):
     return False
 
 
-def test_params_become_flags():
-    assert params_to_argv({"iters": 5, "save_every": 2, "resume": True, "disc": None, "amp": False}) == [
-        "--iters", "5", "--save-every", "2", "--resume"]
+def test_settings_become_flags_spelled_out_in_full():
+    assert to_argv(SleepJob(steps=5, fail_at=2, out="--x")) == ["--steps=5", "--fail-at=2", "--out=--x"]
 
 
 def test_job_runs_to_done_with_events_and_log(tmp_path):
@@ -39,19 +39,22 @@ def test_job_runs_to_done_with_events_and_log(tmp_path):
 
 def test_failure_keeps_the_reason(tmp_path):
     store = JobStore(tmp_path)
-    job = store.submit("sleep", {"steps": "many"})
+    job = store.submit("sleep", {"steps": 3, "interval": 0, "fail_at": 2})
     run_worker(tmp_path, "cpu", drain=True)
     failed = store.status(job.id)
     assert failed.state == "failed"
-    assert "invalid int value" in failed.reason
+    assert "failing at step 2" in failed.reason
+    assert [e["iter"] for e in store.events(job.id)] == [1]
 
 
 def test_bad_submissions_are_refused(tmp_path):
     store = JobStore(tmp_path)
     with pytest.raises(UnknownNameError):
         store.submit("train-everything", {})
-    with pytest.raises(JobError):
+    with pytest.raises(JobError, match="set by the runner"):
         store.submit("finetune", {"resume": True})
+    with pytest.raises(JobError, match="must be a whole number"):
+        store.submit("sleep", {"steps": "many"})
     with pytest.raises(JobError):
         store.status("nope")
 

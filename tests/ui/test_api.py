@@ -88,6 +88,13 @@ def test_submit_job_refuses_paths_outside_the_workspace(client):
 
     with pytest.raises(AppError, match="outside the workspace"):
         client.predict(kind="finetune", params={"set": "/etc", "pair": "desra-demo-x4"}, device="cpu", api_name="/submit_job")
+    # The review's two exploits: an argparse prefix after the checked `out`, and detect's unchecked `lr`.
+    with pytest.raises(AppError, match="unknown parameter"):
+        client.predict(kind="sleep", params={"steps": 1, "out": "o", "ou": "/tmp/desra-escape"}, device="cpu", api_name="/submit_job")
+    with pytest.raises(AppError, match="outside the workspace"):
+        client.predict(kind="detect", params={"lr": "/etc/hostname", "pair": "desra-demo-x4"}, device="cpu", api_name="/submit_job")
+    with pytest.raises(AppError, match="outside the workspace"):
+        client.predict(kind="sleep", params={"out": "../escape"}, device="cpu", api_name="/submit_job")
 
 
 def test_unknown_job_is_an_error_not_a_crash(client):

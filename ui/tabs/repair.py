@@ -19,8 +19,6 @@ POLL_S = 2.0
 """Seconds between two looks at a running job."""
 FINISHED = ("done", "failed", "cancelled")
 """Job states after which polling stops."""
-PATH_PARAMS = ("set", "out", "input", "images", "labels", "model", "mse", "gan", "pair_dir")
-"""Job parameters that name files: API callers may only point them inside the workspace or the shipped data."""
 
 
 def build(ctx: AppContext) -> None:
@@ -160,30 +158,21 @@ def _launch(
 
 
 def _submit(ctx: AppContext, kind: str, params: dict[str, Any], device: str) -> dict[str, Any]:
-    """Queue a job after checking that every path it names stays inside the workspace or the shipped data."""
-    from desra.paths import datasets_dir, weights_dir
+    """Queue a job whose every path stays inside the workspace (reads may also use the shipped weights, data and configs)."""
+    from desra.job_settings import Confinement
+    from desra.paths import configs_dir, datasets_dir, weights_dir
 
-    allowed = [ctx.workspace, datasets_dir().resolve(), weights_dir().resolve()]
-    for key in PATH_PARAMS:
-        if key in params and params[key] is not None:
-            _check_inside(key, params[key], allowed)
+    workspace = ctx.workspace.resolve()
+    confine = Confinement(
+        read=(workspace, datasets_dir().resolve(), weights_dir().resolve(), configs_dir().resolve()),
+        write=(workspace,),
+        description="the dashboard reads only inside its workspace and the shipped weights, datasets and configs, "
+                    "and writes only inside its workspace",
+    )
     store = _store(ctx)
-    job = store.submit(kind, params, device=device)
+    job = store.submit(kind, params, device=device, base=workspace, confine=confine)
     store.ensure_workers()
     return job.to_json()
-
-
-def _check_inside(key: str, value: Any, allowed: list[Path]) -> None:
-    from desra.errors import ConfigError
-
-    for item in value if isinstance(value, list) else [value]:
-        path = Path(str(item)).expanduser()
-        path = (path if path.is_absolute() else allowed[0] / path).resolve()
-        if not any(path == root or root in path.parents for root in allowed):
-            raise ConfigError(
-                f"job parameter {key}={item!r} points outside the workspace {allowed[0]}; "
-                "the dashboard only reads and writes inside its workspace (and the shipped weights/datasets)"
-            )
 
 
 def _act(ctx: AppContext, job_id: str | None, action: str):
