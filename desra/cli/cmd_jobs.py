@@ -126,10 +126,19 @@ def _workers(args) -> int:
 
 
 def _kinds(args) -> int:
+    import dataclasses
+
+    from desra.job_settings import SETTINGS
     from desra.jobs import JOB_KINDS
 
     for kind in JOB_KINDS.values():
         print(f"{kind.name:<10} {kind.description}")
+        params = []
+        for f in dataclasses.fields(SETTINGS[kind.name]):
+            role = f.metadata["role"]
+            required = "" if f.default is not dataclasses.MISSING else " (required)"
+            params.append(f"{f.name}{'' if role == 'value' else ' [' + role + ']'}{required}")
+        print(f"{'':<10}   params: {', '.join(params)}")
     return 0
 
 

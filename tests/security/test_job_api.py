@@ -236,3 +236,30 @@ def test_settings_round_trip_through_argv():
     """Every kind's settings parse from their own stored parameters and give one flag per set value."""
     settings = parse_settings("finetune", {"set": "/s", "pair": "desra-demo-x4", "iters": 3, "no_amp": True})
     assert to_argv(settings) == ["--set=/s", "--pair=desra-demo-x4", "--iters=3", "--no-amp"]
+
+
+def _subparser(parser, names):
+    import argparse
+
+    for name in names:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser
+
+
+@pytest.mark.parametrize("kind", ["finetune", "detect", "calibrate", "zoo-train"])
+def test_every_setting_is_a_flag_of_the_command_it_runs(kind):
+    """The settings types are written out by hand: they must not drift from the commands' flags."""
+    import argparse
+    import dataclasses
+
+    from desra.cli import build_parser
+    from desra.jobs import JOB_KINDS
+
+    command = _subparser(build_parser(), JOB_KINDS[kind].command[2:])
+    options = {a.dest: a for a in command._actions if a.option_strings}
+    for f in dataclasses.fields(SETTINGS[kind]):
+        assert f.name in options, f"{kind} setting {f.name} is no flag of `desra {' '.join(JOB_KINDS[kind].command[2:])}`"
+        assert f"--{f.name.replace('_', '-')}" in options[f.name].option_strings
+        is_flag = isinstance(options[f.name], argparse._StoreTrueAction)
+        assert is_flag == (f.type in (bool, "bool")), f.name
