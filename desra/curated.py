@@ -14,6 +14,12 @@ An item's files are written into ``DIR/.staging/`` and moved into ``items/`` wit
 its manifest row is committed, so a kill at any moment leaves either the whole item or nothing the
 manifest points to. Items with the wrong scale are refused when added. Removal is a soft delete
 (``restore`` undoes it).
+
+A set may come from someone else (``desra set import``), so nothing read from a set folder or an
+archive is trusted: item ids are checked to be names (:func:`check_item_id`) wherever a row becomes
+an :class:`Item`, every manifest row is type-checked, SQLite errors become one-line
+``DatasetError`` s, and an import is bounded in size and entry count, refuses links and devices,
+decodes every image within the pixel limit and leaves nothing behind when it fails.
 """
 
 from __future__ import annotations
@@ -21,8 +27,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import sqlite3
+import stat
+import tempfile
 import time
 import uuid
 import zipfile
@@ -39,6 +48,16 @@ MANIFEST = "manifest.sqlite"
 SPLITS = ("train", "val")
 FORMAT_VERSION = 1
 ITEM_FILES = ("lr", "mse", "gan", "mask", "pseudo_gt")
+MASK_SOURCES = ("detected", "file", "edited")
+ITEM_ID_PATTERN = re.compile(r"[\w-][\w.-]{0,127}")
+"""What an item id may be: one folder name of 1-128 letters, digits, ``_``, ``-`` and ``.``, not starting with
+``.`` (so never ``.``/``..``) and without separators or NUL, so ``items/<id>`` always stays inside the set.
+Letters and digits are Unicode ones (``str.isalnum``) because ids are made from file stems that way."""
+DEFAULT_IMPORT_MAX_BYTES = 8 * 2**30
+"""Most bytes ``set import`` unpacks (uncompressed, all entries) unless ``$DESRA_IMPORT_MAX_BYTES`` says otherwise."""
+DEFAULT_IMPORT_MAX_ENTRIES = 60_001
+"""Most zip entries ``set import`` accepts (10 000 items of six files and the manifest) unless ``$DESRA_IMPORT_MAX_ENTRIES``."""
+_CHUNK = 1 << 20  # bytes copied per read while unpacking: memory stays flat whatever an entry claims
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -129,41 +148,97 @@ class CuratedSet:
 
     @contextlib.contextmanager
     def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.manifest, timeout=30.0, isolation_level=None)
+        # Any SQLite failure (garbage file, missing table, ...) means the manifest cannot be used:
+        # it becomes one DatasetError naming the file, never a traceback.
+        try:
+            db = sqlite3.connect(self.manifest, timeout=30.0, isolation_level=None)
+        except sqlite3.DatabaseError as error:
+            raise self._unusable(error) from None
         db.row_factory = sqlite3.Row
         try:
-            db.execute("PRAGMA synchronous=FULL")
-            if write:
-                db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("PRAGMA trusted_schema=OFF")  # an imported manifest's schema runs no functions
+                db.execute("PRAGMA synchronous=FULL")
+                if write:
+                    db.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as error:
+                raise self._unusable(error) from None
             try:
                 yield db
                 if write:
                     db.execute("COMMIT")
-            except BaseException:
-                if write:
-                    db.execute("ROLLBACK")
+            except BaseException as error:
+                if write and db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                if isinstance(error, sqlite3.DatabaseError):
+                    raise self._unusable(error) from None
                 raise
         finally:
             db.close()
+
+    def _unusable(self, why: object) -> DatasetError:
+        return DatasetError(
+            f"the manifest {self.manifest} cannot be used ({_short(why)}); it is damaged or was not written by desra: "
+            "restore the set from a backup or re-import it from its export zip"
+        )
+
+    def check(self) -> None:
+        """Read the whole manifest (metadata and every row) and raise ``DatasetError`` at the first thing that is wrong."""
+        _ = self.scale
+        self.items(include_deleted=True)
 
     @property
     def meta(self) -> dict[str, Any]:
         """Set metadata: ``scale``, ``description``, ``created``, ``format``, ``models``."""
         with self._db() as db:
-            return {r["key"]: json.loads(r["value"]) for r in db.execute("SELECT key, value FROM meta")}
+            rows = [(r["key"], r["value"]) for r in db.execute("SELECT key, value FROM meta")]
+        meta = {}
+        for key, value in rows:
+            try:
+                meta[key] = json.loads(value)
+            except (TypeError, ValueError):
+                raise self._unusable(f"metadata {_short(key)} is not JSON: {_short(value)}") from None
+        return meta
 
     @property
     def scale(self) -> int | None:
         """The set's SR scale, fixed by its first item (or at creation); None while unknown."""
-        return self.meta.get("scale")
+        scale = self.meta.get("scale")
+        if scale is not None and not _positive_int(scale):
+            raise self._unusable(f"its scale is {_short(scale)}, expected a whole number >= 1")
+        return scale
 
     def _item(self, row: sqlite3.Row) -> Item:
+        # Every row is checked before it becomes an Item: the folder path is built from the id, and
+        # a row of an imported set is whatever its author wrote.
+        try:
+            values = {key: row[key] for key in _ITEM_COLUMNS}
+        except IndexError:
+            raise self._unusable(f"the items table lacks columns; it has {list(row.keys())}") from None
+        item_id = values["id"]
+        if not _valid_item_id(item_id):
+            raise DatasetError(
+                f"the manifest {self.manifest} names an item {_short(item_id)}, which is not an item id "
+                f"({_ID_RULE}); the set was damaged or tampered with: refusing to use it"
+            )
+        wrong = [key for key, ok in _ITEM_CHECKS.items() if not ok(values[key])]
+        if not wrong:
+            try:
+                provenance = json.loads(values["provenance"])
+            except (TypeError, ValueError):
+                provenance = None
+            if not isinstance(provenance, dict):
+                wrong.append("provenance")
+        if wrong:
+            shown = ", ".join(f"{key}={_short(values[key])}" for key in wrong)
+            raise self._unusable(f"item {item_id} has invalid {shown}")
         return Item(
-            id=row["id"], name=row["name"], split=row["split"], deleted=bool(row["deleted"]),
-            lr_size=(row["lr_height"], row["lr_width"]), scale=row["scale"],
-            mask_fraction=row["mask_fraction"], mask_source=row["mask_source"],
-            provenance=json.loads(row["provenance"]), labelled=bool(row["labelled"]),
-            folder=self.root / "items" / row["id"],
+            id=item_id, name=values["name"], split=values["split"], deleted=bool(values["deleted"]),
+            lr_size=(values["lr_height"], values["lr_width"]), scale=values["scale"],
+            mask_fraction=float(values["mask_fraction"]), mask_source=values["mask_source"],
+            provenance=provenance, labelled=bool(values["labelled"]),
+            folder=self.root / "items" / item_id,
         )
 
     def items(self, split: str | None = None, *, include_deleted: bool = False) -> list[Item]:
@@ -180,7 +255,8 @@ class CuratedSet:
             return [self._item(r) for r in db.execute(query + " ORDER BY added, id", args)]
 
     def item(self, item_id: str) -> Item:
-        """One item by id (deleted ones too); ``DatasetError`` when unknown."""
+        """One item by id (deleted ones too); ``DatasetError`` when unknown or not an id."""
+        check_item_id(item_id)
         with self._db() as db:
             row = db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
         if row is None:
@@ -207,7 +283,7 @@ class CuratedSet:
 
         if split not in SPLITS:
             raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
-        if mask_source not in ("detected", "file", "edited"):
+        if mask_source not in MASK_SOURCES:
             raise DatasetError(f"mask_source must be detected, file or edited, got {mask_source!r}")
         set_scale = self.scale
         if scale is None:
@@ -224,7 +300,7 @@ class CuratedSet:
             check_scale(lr.shape, label.shape, scale, f"labelled mask of {name!r}")
         mask = np.asarray(mask, dtype=bool)
         target = pseudo_gt(mse, gan, mask)
-        item_id = f"{_safe_name(name)}-{uuid.uuid4().hex[:6]}"
+        item_id = check_item_id(f"{_safe_name(name)}-{uuid.uuid4().hex[:6]}")
         staging = self.root / ".staging" / f"{os.getpid()}-{item_id}"
         staging.mkdir(parents=True)
         try:
@@ -335,7 +411,11 @@ class CuratedSet:
                     with contextlib.suppress(FileNotFoundError):
                         snapshot.unlink()
                 for item in self.items(include_deleted=True):
+                    if item.folder.is_symlink():
+                        raise DatasetError(f"{item.folder} is a link; an export packs only the set's own files")
                     for file in sorted(item.folder.glob("*.png")):
+                        if file.is_symlink() or not file.is_file():
+                            raise DatasetError(f"{file} is a link or not a file; an export packs only the set's own files")
                         archive.write(file, f"items/{item.id}/{file.name}")
         return path
 
@@ -368,6 +448,52 @@ def _safe_name(name: str) -> str:
     return cleaned[:80] or "item"
 
 
+_ID_RULE = "1-128 letters, digits, '_', '-' or '.', not starting with '.', like 'chelsea-1a2b3c'"
+
+
+def _valid_item_id(item_id: object) -> bool:
+    return isinstance(item_id, str) and ITEM_ID_PATTERN.fullmatch(item_id) is not None
+
+
+def check_item_id(item_id: object) -> str:
+    """``item_id`` itself when it is an item id (a folder name, never a path: see :data:`ITEM_ID_PATTERN`), else ``DatasetError``."""
+    if not _valid_item_id(item_id):
+        raise DatasetError(
+            f"{_short(item_id)} is not an item id ({_ID_RULE}); ids are names, never paths: "
+            "see `desra set list DIR` for the set's ids"
+        )
+    return item_id  # type: ignore[return-value]
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: one line whatever a manifest or archive holds."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _flag(value: object) -> bool:
+    return isinstance(value, int) and value in (0, 1)
+
+
+_ITEM_CHECKS = {
+    "name": lambda v: isinstance(v, str),
+    "split": lambda v: v in SPLITS,
+    "deleted": _flag,
+    "lr_height": _positive_int,
+    "lr_width": _positive_int,
+    "scale": _positive_int,
+    "mask_fraction": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0,
+    "mask_source": lambda v: v in MASK_SOURCES,
+    "provenance": lambda v: isinstance(v, str),
+    "labelled": _flag,
+}
+_ITEM_COLUMNS = ("id", *_ITEM_CHECKS)
+
+
 def _fsync_tree(folder: Path) -> None:
     for file in folder.iterdir():
         with open(file, "rb") as handle:
@@ -395,7 +521,7 @@ def create_set(root: str | os.PathLike, *, description: str = "", scale: int | N
 
 
 def open_set(root: str | os.PathLike) -> CuratedSet:
-    """Open the set in ``root``; ``DatasetError`` when it is not one."""
+    """Open the set in ``root`` and check its manifest; ``DatasetError`` when it is not a usable set."""
     root = Path(root).expanduser().resolve()
     if not (root / MANIFEST).is_file():
         raise DatasetError(f"{root} is not a curated set (no {MANIFEST}); make one with `desra set create {root}`")
@@ -403,37 +529,87 @@ def open_set(root: str | os.PathLike) -> CuratedSet:
         pid = leftover.name.split("-", 1)[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
-    return CuratedSet(root)
+    curated = CuratedSet(root)
+    curated.check()
+    return curated
 
 
-def import_zip(archive_path: str | os.PathLike, root: str | os.PathLike) -> CuratedSet:
-    """Unpack a set exported with :meth:`CuratedSet.export_zip` into a new folder ``root``."""
+@dataclass(frozen=True)
+class ImportLimits:
+    """Bounds of one ``set import``, checked from the zip's headers and again while unpacking."""
+
+    max_bytes: int
+    """Most uncompressed bytes of all entries together."""
+    max_entries: int
+    """Most entries in the archive."""
+    max_pixels: int | None
+    """Pixel limit of each image (None: ``desra.imageio``'s own, ``$DESRA_MAX_PIXELS``)."""
+
+
+def import_limits(
+    max_bytes: int | None = None, max_entries: int | None = None, max_pixels: int | None = None
+) -> ImportLimits:
+    """The limits in force: each argument, else ``$DESRA_IMPORT_MAX_BYTES`` / ``$DESRA_IMPORT_MAX_ENTRIES``, else the defaults."""
+    from desra.errors import ConfigError
+
+    def pick(value: int | None, variable: str, default: int) -> int:
+        if value is None:
+            raw = os.environ.get(variable, "").strip()
+            try:
+                value = int(float(raw)) if raw else default
+            except ValueError:
+                raise ConfigError(f"{variable} must be a whole number, got {raw!r}") from None
+        if value < 1:
+            raise ConfigError(f"{variable} (or its argument) must be >= 1, got {value}")
+        return value
+
+    return ImportLimits(
+        max_bytes=pick(max_bytes, "DESRA_IMPORT_MAX_BYTES", DEFAULT_IMPORT_MAX_BYTES),
+        max_entries=pick(max_entries, "DESRA_IMPORT_MAX_ENTRIES", DEFAULT_IMPORT_MAX_ENTRIES),
+        max_pixels=max_pixels,
+    )
+
+
+_ENTRY_FILES = {f"{what}.png" for what in (*ITEM_FILES, "label")}
+
+
+def import_zip(
+    archive_path: str | os.PathLike,
+    root: str | os.PathLike,
+    *,
+    max_bytes: int | None = None,
+    max_entries: int | None = None,
+    max_pixels: int | None = None,
+) -> CuratedSet:
+    """Unpack a set exported with :meth:`CuratedSet.export_zip` into a new folder ``root``, checking everything.
+
+    The archive is refused (``DatasetError``, nothing left behind) when it holds more than
+    ``max_entries`` entries or ``max_bytes`` uncompressed bytes (see :func:`import_limits`; counted
+    from the headers and again while unpacking, since headers can lie), any entry other than the
+    manifest and ``items/<id>/<file>.png`` of the manifest's items, links, devices, folders,
+    encrypted or unusually compressed entries, a manifest that fails :meth:`CuratedSet.check`, or an
+    image that does not decode within the pixel limit at the size its manifest row says.
+    """
+    limits = import_limits(max_bytes, max_entries, max_pixels)
     archive_path = Path(archive_path)
     root = Path(root).expanduser().resolve()
-    if root.exists() and any(root.iterdir()):
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise DatasetError(f"{root} is not empty; import a set into a new folder")
     try:
         archive = zipfile.ZipFile(archive_path)
-    except (zipfile.BadZipFile, FileNotFoundError) as error:
-        raise DatasetError(f"{archive_path} is not a readable zip of a curated set: {error}") from None
-    staging = root.with_name(f".{root.name}.import-{os.getpid()}")
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        raise DatasetError(f"{archive_path} is not a readable zip of a curated set: {_short(str(error))}") from None
     with archive:
-        names = archive.namelist()
-        if MANIFEST not in names:
-            raise DatasetError(f"{archive_path} has no {MANIFEST}; it was not made by `desra set export`")
-        for name in names:
-            parts = Path(name).parts
-            if name != MANIFEST and (len(parts) != 3 or parts[0] != "items" or ".." in parts or name.startswith("/")):
-                raise DatasetError(f"{archive_path} holds an unexpected entry {name!r}; refusing to unpack it")
-        shutil.rmtree(staging, ignore_errors=True)
+        entries = _checked_entries(archive, archive_path, limits)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.import-", dir=root.parent))
         try:
-            archive.extractall(staging)
-            (staging / "items").mkdir(exist_ok=True)
-            imported = CuratedSet(staging)
-            for item in imported.items(include_deleted=True):
-                missing = [f for f in ITEM_FILES if not item.path(f).exists()]
-                if missing:
-                    raise DatasetError(f"{archive_path}: item {item.id} lacks {missing}; the archive is incomplete")
+            os.chmod(staging, 0o755)  # mkdtemp's 0o700 would make the imported set private
+            try:
+                _unpack(archive, entries, staging, archive_path, limits)
+                _check_imported(CuratedSet(staging), entries, archive_path, limits)
+            except DatasetError as error:  # name the archive, not the temporary folder
+                raise DatasetError(str(error).replace(str(staging / MANIFEST), f"{MANIFEST} of {archive_path}")) from None
             if root.exists():
                 root.rmdir()
             os.replace(staging, root)
@@ -441,6 +617,116 @@ def import_zip(archive_path: str | os.PathLike, root: str | os.PathLike) -> Cura
             shutil.rmtree(staging, ignore_errors=True)
             raise
     return CuratedSet(root)
+
+
+def _checked_entries(archive: zipfile.ZipFile, archive_path: Path, limits: ImportLimits) -> list[zipfile.ZipInfo]:
+    """The archive's entries after every check its headers allow (count, size, names, types, compression)."""
+    infos = archive.infolist()
+    if len(infos) > limits.max_entries:
+        raise DatasetError(
+            f"{archive_path} holds {len(infos)} entries, above the limit of {limits.max_entries}; "
+            "raise DESRA_IMPORT_MAX_ENTRIES if you trust the archive"
+        )
+    declared = sum(info.file_size for info in infos)
+    if declared > limits.max_bytes:
+        raise DatasetError(
+            f"{archive_path} unpacks to {declared} bytes, above the limit of {limits.max_bytes}; "
+            "raise DESRA_IMPORT_MAX_BYTES if you trust the archive"
+        )
+    seen: set[str] = set()
+    for info in infos:
+        name = info.filename
+        parts = name.split("/")
+        ok_name = name == MANIFEST or (
+            len(parts) == 3 and parts[0] == "items" and _valid_item_id(parts[1]) and parts[2] in _ENTRY_FILES
+        )
+        if not ok_name or info.is_dir():
+            raise DatasetError(f"{archive_path} holds an unexpected entry {_short(name)}; refusing to unpack it")
+        if name in seen:
+            raise DatasetError(f"{archive_path} holds the entry {_short(name)} twice; refusing to unpack it")
+        seen.add(name)
+        kind = stat.S_IFMT(info.external_attr >> 16)  # Unix mode bits live in the high word
+        if kind not in (0, stat.S_IFREG):
+            what = "a symbolic link" if kind == stat.S_IFLNK else "not a regular file"
+            raise DatasetError(f"{archive_path}: entry {_short(name)} is {what}; a set holds only plain files")
+        if info.flag_bits & 0x1:
+            raise DatasetError(f"{archive_path}: entry {_short(name)} is encrypted; `desra set export` writes none")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            # Other decompressors (bzip2, lzma) expand a whole read at once: memory would be unbounded.
+            raise DatasetError(
+                f"{archive_path}: entry {_short(name)} uses compression method {info.compress_type}; "
+                "only stored and deflated entries are read"
+            )
+    if MANIFEST not in seen:
+        raise DatasetError(f"{archive_path} has no {MANIFEST}; it was not made by `desra set export`")
+    return infos
+
+
+def _unpack(archive: zipfile.ZipFile, entries: list[zipfile.ZipInfo], staging: Path, archive_path: Path, limits: ImportLimits) -> None:
+    """Copy each entry into ``staging`` in bounded chunks, counting bytes against the header and the limit."""
+    import zlib
+
+    total = 0
+    for info in entries:
+        target = staging.joinpath(*info.filename.split("/"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        written = 0
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            with os.fdopen(fd, "wb") as out, archive.open(info) as source:
+                while chunk := source.read(_CHUNK):
+                    written += len(chunk)
+                    total += len(chunk)
+                    if written > info.file_size or total > limits.max_bytes:
+                        raise DatasetError(
+                            f"{archive_path}: entry {_short(info.filename)} unpacks to more than its header's "
+                            f"{info.file_size} bytes or the archive to more than the limit of {limits.max_bytes}; "
+                            "the archive is forged or damaged"
+                        )
+                    out.write(chunk)
+        except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError, RuntimeError) as error:
+            raise DatasetError(f"{archive_path}: entry {_short(info.filename)} is damaged ({_short(str(error))})") from None
+        if written != info.file_size:
+            raise DatasetError(
+                f"{archive_path}: entry {_short(info.filename)} holds {written} bytes but its header says {info.file_size}; "
+                "the archive is forged or damaged"
+            )
+
+
+def _check_imported(imported: CuratedSet, entries: list[zipfile.ZipInfo], archive_path: Path, limits: ImportLimits) -> None:
+    """The unpacked set is complete and consistent: a sound manifest, its items' files and nothing else, images that decode."""
+    from desra.errors import ImageError
+    from desra.imageio import read_image
+
+    with imported._db() as db:
+        verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+    if verdict != "ok":
+        raise DatasetError(f"{archive_path}: its {MANIFEST} fails SQLite's check ({_short(verdict)})")
+    imported.check()
+    (imported.root / "items").mkdir(exist_ok=True)
+    items = {item.id: item for item in imported.items(include_deleted=True)}
+    strays = sorted({info.filename.split("/")[1] for info in entries if info.filename != MANIFEST} - set(items))
+    if strays:
+        raise DatasetError(f"{archive_path} holds files of items its manifest does not list: {_short(strays)}")
+    for item in items.values():
+        wanted = [*ITEM_FILES, *(["label"] if item.labelled else [])]
+        missing = [f for f in wanted if not item.path(f).is_file()]
+        if missing:
+            raise DatasetError(f"{archive_path}: item {item.id} lacks {missing}; the archive is incomplete")
+        height, width = item.lr_size
+        for what in [*ITEM_FILES, *(["label"] if item.path("label").is_file() else [])]:
+            entry = f"items/{item.id}/{what}.png"
+            try:
+                shape = read_image(item.path(what), max_pixels=limits.max_pixels).rgb.shape
+            except ImageError as error:
+                message = str(error).replace(str(item.path(what)), entry)
+                raise DatasetError(f"{archive_path}: {message}") from None
+            expected = (height, width) if what == "lr" else (height * item.scale, width * item.scale)
+            if tuple(shape[:2]) != expected:
+                raise DatasetError(
+                    f"{archive_path}: {entry} is {shape[1]}x{shape[0]} but its manifest row says "
+                    f"{expected[1]}x{expected[0]}; the archive is inconsistent"
+                )
 
 
 def prepare_item(

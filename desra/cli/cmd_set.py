@@ -208,7 +208,16 @@ def register(subparsers) -> None:
     p.add_argument("zip", type=Path)
     p.set_defaults(func=_export)
 
-    p = group.add_parser("import", help="unpack an exported zip into a new folder")
+    p = group.add_parser(
+        "import",
+        help="unpack an exported zip into a new folder",
+        description=(
+            "Unpack a zip made by `desra set export` into a new folder, checking everything first: at most "
+            "$DESRA_IMPORT_MAX_BYTES uncompressed bytes (default 8 GiB) and $DESRA_IMPORT_MAX_ENTRIES entries "
+            "(default 60001), only the manifest and its items' PNGs, no links or devices, every image decodable "
+            "within $DESRA_MAX_PIXELS at its manifest size. A refused archive leaves nothing behind."
+        ),
+    )
     p.add_argument("zip", type=Path)
     p.add_argument("dir", type=Path)
     p.set_defaults(func=_import)
