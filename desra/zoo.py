@@ -296,7 +296,7 @@ def _heldout_outputs(module, scale: int, photos: tuple[str, ...], device: str, s
         yield Path(spec.partition(":")[2]).stem, lr_t, sr, hr_t
 
 
-def _psnr_8bit(a, b) -> float:
+def psnr_8bit(a, b) -> float:
     """PSNR (dB) of two [0, 1] tensors rounded to 8 bits, 4 px border cropped."""
     mse = ((((a * 255).round() - (b * 255).round())[..., 4:-4, 4:-4]) ** 2).mean().item()
     return 10 * math.log10(255.0**2 / max(mse, 1e-10))
@@ -304,7 +304,7 @@ def _psnr_8bit(a, b) -> float:
 
 def _psnr_table(outputs) -> dict[str, float]:
     """Photo name -> PSNR of SR against HR, plus their mean, from :func:`_heldout_outputs` tuples."""
-    results = {name: _psnr_8bit(sr, hr) for name, _, sr, hr in outputs}
+    results = {name: psnr_8bit(sr, hr) for name, _, sr, hr in outputs}
     results["mean"] = float(np.mean(list(results.values())))
     return results
 
@@ -332,7 +332,7 @@ def _copy_psnr(outputs, scale: int) -> float:
     """Mean PSNR of SR against nearest-neighbour upsampled LR, from :func:`_heldout_outputs` tuples."""
     import torch.nn.functional as F
 
-    return float(np.mean([_psnr_8bit(sr, F.interpolate(lr, scale_factor=scale, mode="nearest")) for _, lr, sr, _ in outputs]))
+    return float(np.mean([psnr_8bit(sr, F.interpolate(lr, scale_factor=scale, mode="nearest")) for _, lr, sr, _ in outputs]))
 
 
 def stage_dir(out: Path, stage: str) -> Path:

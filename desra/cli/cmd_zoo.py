@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -24,6 +25,15 @@ def register(subparsers) -> None:
     showcase.add_argument("--lr", default=None, help="folder of LR photos (default datasets/demo)")
     showcase.add_argument("--count", type=int, default=4, help="number of crops (default 4)")
     showcase.set_defaults(func=_showcase)
+
+    parent = commands.add_parser(
+        "derive-parent", help="derive an L1 parent of a published GAN model (configs/parent/*.yaml): a delta file + card",
+    )
+    parent.add_argument("--config", required=True, help="parent YAML, e.g. configs/parent/realesrgan-x4-derived.yaml")
+    parent.add_argument("--out", required=True, help="run folder (checkpoints, the delta file, its card, evaluation.json)")
+    parent.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    parent.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/run")
+    parent.set_defaults(func=_derive_parent)
 
     zoo.set_defaults(func=lambda args: zoo.print_help() or 2)
 
@@ -55,6 +65,39 @@ def _train(args) -> int:
             "the network collapsed to copying it. 16-conv SRVGGs did this at lr_g 5e-4 and 8-conv ones did not (docs/zoo.md).",
             file=sys.stderr,
         )
+    return 0
+
+
+def _derive_parent(args) -> int:
+    import dataclasses
+    import json
+
+    from tqdm import tqdm
+
+    from desra.atomic import atomic_write_text
+    from desra.parent import derive, evaluate, load_parent_config, parent_module, write_card
+
+    config = load_parent_config(args.config)
+    bar = tqdm(total=config.iters, desc=config.name, unit="it", dynamic_ncols=True)
+
+    def on_event(event: dict) -> None:
+        if "losses" in event:
+            bar.n = event["iter"]
+            bar.set_postfix({k: f"{v:.4f}" for k, v in event["losses"].items()}, refresh=True)
+
+    command = " ".join(["desra zoo derive-parent --config", shlex.quote(args.config), "--out", shlex.quote(args.out)])
+    try:
+        summary = derive(config, args.out, resume=args.resume, device=args.device, on_event=on_event, command=command)
+    finally:
+        bar.close()
+    parent, gan = parent_module(summary["delta"])
+    evaluation = evaluate(parent, gan, config)
+    atomic_write_text(Path(args.out) / "evaluation.json", json.dumps(dataclasses.asdict(evaluation), indent=2))
+    card = write_card(args.out, summary["metadata"], evaluation)
+    print(f"wrote {summary['delta']} and {card}")
+    print("held-out PSNR: " + ", ".join(f"{k} {v:.2f} dB" for k, v in evaluation.psnr.items()))
+    print("HF energy on smooth areas: " + ", ".join(f"{k} {v:.2e}" for k, v in evaluation.smooth_hf_energy.items()))
+    print(f"{evaluation.nearest_upsampling_psnr:.1f} dB from nearest upsampling")
     return 0
 
 
