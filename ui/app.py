@@ -42,8 +42,11 @@ def build_app(workspace: Path) -> "gr.Blocks":  # noqa: F821 - gradio is importe
 
     import gradio as gr
 
+    from ui.common import set_workspace
+
     workspace = Path(workspace).expanduser().resolve()
     workspace.mkdir(parents=True, exist_ok=True)
+    set_workspace(workspace)  # error messages show paths relative to it
     with gr.Blocks(title="desra", delete_cache=CACHE_CLEANUP, analytics_enabled=False) as app:
         gr.Markdown(INTRO)
         ctx = AppContext(workspace=workspace, current=gr.State(None))

@@ -10,17 +10,59 @@ import functools
 import html
 import importlib
 import logging
+import os
+import re
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("desra.ui")
+
+_workspace: list[Path] = []  # set once by ui.app.build_app; paths under it are shown relative to it
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/:-])/[^\s'\"<>()\[\]{},;|`]*")
+_ENTITY = re.compile(r"&(?=#?\w+;)")
+
+
+def set_workspace(workspace: Path) -> None:
+    """Tell :func:`plain_message` which folder's paths to show relative (the dashboard's workspace)."""
+    _workspace[:] = [Path(workspace).resolve()]
+
+
+def _shown_path(match: re.Match) -> str:
+    text = match.group(0)
+    trailing = len(text) - len(text.rstrip(".:"))
+    path, tail = Path(text[: len(text) - trailing] or "/"), text[len(text) - trailing:]
+    cache = Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+    if path.is_relative_to(cache):
+        return path.name + tail  # an upload: its cache folder is a server detail, its name is what the user gave
+    for workspace in _workspace:
+        if path.is_relative_to(workspace):
+            return (str(path.relative_to(workspace)) or ".") + tail
+    return (path.name or text[: len(text) - trailing]) + tail
+
+
+def plain_message(text: str) -> str:
+    """``text`` as one line of plain text that is safe as HTML and shows no absolute server path.
+
+    Gradio renders a ``gr.Error`` message as (sanitised) HTML in the page, while the API hands the
+    very same string to scripts, so escaping (``&lt;``) would garble the API and leaving it raw
+    would let a file name carry markup. Instead the characters that start markup become look-alikes
+    (``<`` -> ``‹``, ``>`` -> ``›``, ``&`` of an entity -> ``＆``): the page cannot parse a tag and the
+    API reads plain text. Absolute paths become workspace-relative, uploads their file name, and
+    anything else outside the workspace its file name.
+    """
+    text = " ".join(str(text).split())
+    text = _ABSOLUTE_PATH.sub(_shown_path, text)
+    return _ENTITY.sub("＆", text).replace("<", "‹").replace(">", "›")
 
 
 def guarded(fn: Callable) -> Callable:
     """Wrap an event handler so every failure reaches the page as a ``gr.Error`` message.
 
     A :class:`~desra.errors.DesraError` shows its own message (what came in, what was expected,
-    how to fix it); anything else shows its type and text and is logged with the traceback. The
+    how to fix it); anything else shows its type and text and is logged with the traceback. Both
+    pass through :func:`plain_message` (no markup, no absolute server paths). The
     server keeps running either way. ``functools.wraps`` keeps the signature Gradio inspects for
     ``gr.Progress`` parameters.
     """
@@ -36,12 +78,12 @@ def guarded(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except DesraError as error:
-            # gr.Error renders HTML: escape so file names and user text cannot inject markup.
-            raise gr.Error(html.escape(str(error)), title=type(error).__name__, print_exception=False) from error
+            # gr.Error renders HTML in the page and is plain text in the API: see plain_message.
+            raise gr.Error(plain_message(str(error)), title=type(error).__name__, print_exception=False) from error
         except Exception as error:  # noqa: BLE001 - the page's last line of defence
             log.exception("dashboard handler %s failed", fn.__name__)
             raise gr.Error(
-                html.escape(f"internal error: {type(error).__name__}: {error} (details in the server log)"),
+                plain_message(f"internal error: {type(error).__name__}: {error} (details in the server log)"),
                 title="Internal error",
                 print_exception=False,
             ) from error

@@ -83,7 +83,10 @@ def build(ctx: AppContext) -> None:
         images, demo_image, pair, mse_checkpoint, gan_checkpoint, segmenter, threshold, window, min_area, scale_min_area,
         progress=gr.Progress(),
     ):
-        """Detect GAN-SR artifacts on LR images with a model pair; returns the views of the first image."""
+        """Detect GAN-SR artifacts on LR images with a model pair; returns the views of the first image that worked.
+
+        A file that cannot be read or detected on is skipped: the banner lists each with its reason and the
+        summary marks it ``failed``; the call fails only when every file does."""
         return _detect(
             ctx, images, demo_image, pair, mse_checkpoint, gan_checkpoint, segmenter, threshold, window, min_area,
             scale_min_area, progress=progress,
@@ -94,7 +97,10 @@ def build(ctx: AppContext) -> None:
         [images, demo, pair, mse_file, gan_file, segmenter, threshold, window, min_area, scale_area],
         [*views, summary, showing, results, ctx.current],
         api_name="detect",
-        api_description="Detect GAN-SR artifacts on LR images with a model pair; returns the views of the first image.",
+        api_description=(
+            "Detect GAN-SR artifacts on LR images with a model pair; returns the views of the first image that worked "
+            "(files that fail are skipped and listed in the banner; the call fails only when all do)."
+        ),
     ).then(_semantic_visible, [semantic], [semantic], api_visibility="private")
     showing.input(guarded(_show), [showing, results], [*views, ctx.current], api_visibility="private").then(
         _semantic_visible, [semantic], [semantic], api_visibility="private"
@@ -109,12 +115,27 @@ def _semantic_visible(path: str | None):
 
 
 def _demo_images() -> list[tuple[str, str]]:
-    """(file name, path) of the shipped demo LR photos."""
+    """(file name, file name) of the shipped demo LR photos: the API takes and shows names, never server paths."""
+    return [(name, name) for name in _demo_files()]
+
+
+def _demo_files() -> dict[str, Path]:
+    """The shipped demo LR photos by file name."""
     from desra.imageio import list_images
     from desra.paths import datasets_dir
 
     folder = datasets_dir() / "demo"
-    return [(path.name, str(path)) for path in list_images(folder)] if folder.is_dir() else []
+    return {path.name: path for path in list_images(folder)} if folder.is_dir() else {}
+
+
+def _demo_path(name: str) -> Path:
+    """The demo photo called ``name`` (a file name from :func:`_demo_images`)."""
+    from desra.errors import ConfigError
+
+    files = _demo_files()
+    if name not in files:
+        raise ConfigError(f"{name!r} is not a demo image; pick one of {sorted(files)}")
+    return files[name]
 
 
 def _detect(
@@ -132,31 +153,68 @@ def _detect(
     progress: Any = None,
 ):
     from desra.detect import DetectConfig
-    from desra.errors import ConfigError
+    from desra.errors import ConfigError, DesraError
     from ui.models import pair_models, segmenter_for
 
-    paths = [Path(p) for p in (uploads or [])] or ([Path(demo)] if demo else [])
+    paths = [Path(p) for p in (uploads or [])] or ([_demo_path(Path(demo).name)] if demo else [])
     if not paths:
         raise ConfigError("no image: upload one or more LR images, or pick a demo image")
     if len(paths) > MAX_IMAGES:
         raise ConfigError(f"{len(paths)} images in one run; the dashboard takes at most {MAX_IMAGES} (run `desra detect` on a folder for more)")
     config = DetectConfig().replace(threshold=float(threshold), window=int(window), min_area=int(min_area), scale_min_area=bool(scale_area))
+    # Like `desra detect`, a bad file does not stop the run: it is listed with its reason, and only
+    # a run in which every file fails is an error.
+    failures: list[tuple[str, DesraError]] = []
+    images = []
     progress((0, len(paths)), desc="reading images")
-    images = [(path, _read(path)) for path in paths]  # a bad file fails before any model work
+    for path in paths:
+        try:
+            images.append((path, _read(path)))
+        except DesraError as error:
+            failures.append((path.name, error))
+    if not images:
+        raise _all_failed(failures)
     progress((0, len(paths)), desc="loading models")
-    mse_model, gan_model = pair_models(pair, mse_file, gan_file)
+    mse_model, gan_model = pair_models(pair, mse_file, gan_file)  # a bad pair fails every image: one error
     segmenter, segmenter_note = segmenter_for(segmenter_spec)
     run_dir = ctx.detections_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     results = []
     for index, (path, lr) in enumerate(images):
-        results.append(
-            _detect_one(path, lr, run_dir, mse_model, gan_model, config, segmenter, segmenter_note, pair, index, len(paths), progress)
-        )
+        try:
+            results.append(
+                _detect_one(path, lr, run_dir, mse_model, gan_model, config, segmenter, segmenter_note, pair, index, len(images), progress)
+            )
+        except DesraError as error:
+            failures.append((path.name, error))
+    if not results:
+        raise _all_failed(failures)
     rows = [[r["name"], f"{r['flagged']:.2%}", len(r["regions"]), "on" if r["semantics_used"] else "off"] for r in results]
+    rows += [[name, "failed", "", ""] for name, _ in failures]
     names = [r["key"] for r in results]
     import gradio as gr
 
-    return [*_views(results[0]), rows, gr.Dropdown(choices=names, value=names[0]), results, results[0]]
+    views = _views(results[0])
+    if failures:
+        views[0] = _failures_banner(failures, len(paths)) + views[0]
+    return [*views, rows, gr.Dropdown(choices=names, value=names[0]), results, results[0]]
+
+
+def _failures_banner(failures: list[tuple[str, Exception]], total: int) -> str:
+    """A warning banner listing each failed file with its reason (plain text, no server paths)."""
+    from ui.common import banner_html, plain_message
+
+    listed = "; ".join(f"{name}: {plain_message(str(error))}" for name, error in failures)
+    return banner_html(f"{len(failures)} of {total} image(s) failed and were skipped: {listed}")
+
+
+def _all_failed(failures: list[tuple[str, Exception]]) -> Exception:
+    """The error of a run in which every file failed: one line naming each file and its reason."""
+    from desra.errors import DesraError
+
+    kinds = {type(error) for _, error in failures}
+    kind = kinds.pop() if len(kinds) == 1 else DesraError
+    listed = "; ".join(f"{name}: {error}" for name, error in failures)
+    return kind(f"all {len(failures)} image(s) failed: {listed}")
 
 
 def _read(path: Path):
