@@ -349,6 +349,8 @@ class CuratedSet:
         from desra.pseudo_gt import pseudo_gt
 
         item = self.item(item_id)
+        if item.folder.is_symlink():  # the writes below would land wherever the link points
+            raise DatasetError(f"{item.folder} is a link; desra writes only into the set's own item folders")
         arrays = self.load(item_id)
         check_scale(arrays.lr.shape, np.shape(mask), item.scale, f"corrected mask of {item_id!r}")
         mask = np.asarray(mask, dtype=bool)

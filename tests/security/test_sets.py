@@ -155,6 +155,19 @@ def test_a_tampered_set_on_disk_is_refused_on_open_and_its_outside_files_stay(sm
     assert not (tmp_path / "out.zip").exists()
 
 
+def test_an_item_folder_that_is_a_link_is_neither_written_nor_packed(small_set, tmp_path):
+    victim = small_set.items()[0]
+    outside = tmp_path / "outside"
+    victim.folder.rename(outside)
+    victim.folder.symlink_to(outside, target_is_directory=True)
+    before = (outside / "mask.png").read_bytes()
+    with pytest.raises(DatasetError, match="is a link"):
+        small_set.set_mask(victim.id, np.ones((LR * SCALE, LR * SCALE), bool), editor="x")
+    with pytest.raises(DatasetError, match="is a link"):
+        small_set.export_zip(tmp_path / "out.zip")
+    assert (outside / "mask.png").read_bytes() == before and not (tmp_path / "out.zip").exists()
+
+
 def test_cli_refuses_a_path_as_an_item_id(small_set, capsys):
     from desra.cli import main
 
