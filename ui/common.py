@@ -20,7 +20,7 @@ from typing import Any
 log = logging.getLogger("desra.ui")
 
 _workspace: list[Path] = []  # set once by ui.app.build_app; paths under it are shown relative to it
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/:-])/[^\s'\"<>()\[\]{},;|`]*")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/:<-])/(?!/)[^\s'\"<>()\[\]{},;|`]*")  # not URLs, ratios or closing tags
 _ENTITY = re.compile(r"&(?=#?\w+;)")
 
 
@@ -75,7 +75,8 @@ def guarded(fn: Callable) -> Callable:
 
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
+        except gr.Error as error:  # a tab's own message may quote what the user sent: plain it too
+            error.message = plain_message(str(error.message))
             raise
         except DesraError as error:
             # gr.Error renders HTML in the page and is plain text in the API: see plain_message.

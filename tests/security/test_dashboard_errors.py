@@ -106,6 +106,19 @@ def test_internal_errors_are_plain_too(dashboard_paths):
     assert message.startswith("internal error: KeyError:") and "jobs/jobs.db" in message
 
 
+def test_a_tabs_own_gr_error_is_plain_too(dashboard_paths):
+    import gradio as gr
+
+    ws, _ = dashboard_paths
+
+    def refuse():
+        raise gr.Error(f"No result named '<a href=//evil>x</a>' in {ws}/detections", title="Detect")
+
+    message = _raised(refuse)
+    _assert_plain(message, ws)
+    assert message == "No result named '‹a href=//evil›x‹/a›' in detections"
+
+
 # --- through the real server's API ---------------------------------------------------------------
 
 
