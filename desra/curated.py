@@ -215,7 +215,7 @@ class CuratedSet:
         try:
             values = {key: row[key] for key in _ITEM_COLUMNS}
         except IndexError:
-            raise self._unusable(f"the items table lacks columns; it has {list(row.keys())}") from None
+            raise self._unusable(f"the items table lacks columns; it has {_short(list(row.keys()))}") from None
         item_id = values["id"]
         if not _valid_item_id(item_id):
             raise DatasetError(
