@@ -293,7 +293,7 @@ def _conv(w: _Walker, x: str, what: str, *, out: int | None = None, act: str | N
     top, act_layer, found = layer.tops[0], None, fused
     after = w.peek()
     if fused == "none" and after is not None and w.bottoms(after) == (top,):
-        if after.type == "PReLU" and after.get(0, 1) == n_out:
+        if after.type == "PReLU" and after.get(0) == n_out:
             act_layer, found = after, "prelu"
         elif after.type == "ReLU":
             act_layer, found = after, "relu" if after.get(0, 0.0) == 0 else f"leaky:{float(after.get(0)):g}"
@@ -515,7 +515,7 @@ def _layout(graph: NcnnGraph) -> list[tuple[NcnnLayer, str, int, bool]]:
             if layer.get(5):
                 out.append((layer, "bias", int(layer.get(0)), False))
         elif layer.type == "PReLU":
-            out.append((layer, "slope", int(layer.get(0, 1)), False))
+            out.append((layer, "slope", int(layer.get(0, 0)), False))  # ncnn's num_slope defaults to 0
         elif layer.type not in KNOWN_LAYERS:
             raise ArchitectureError(f"{graph.source or '.param'}: layer {layer.name} has type {layer.type}, whose weights desra cannot read")
     return out
