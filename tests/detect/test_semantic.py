@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import time
 
 import numpy as np
 import pytest
@@ -50,14 +49,13 @@ def test_class_weight_table_errors(tmp_path):
 
 def test_hub_id_offline_fails_fast_with_a_useful_message(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
-    start = time.monotonic()
     with pytest.raises(SegmenterError, match="cannot be reached"):
         semantic.load_segmenter("desra-test/segformer-not-cached")
-    assert time.monotonic() - start < 10  # not transformers' five retries with back-off
     seg, note = semantic.resolve_segmenter("desra-test/segformer-not-cached")
     assert seg is None and "without semantic adjustment" in note
-    assert semantic.resolve_segmenter("none") == (None, semantic.resolve_segmenter("none")[1])
-    assert "turned off" in semantic.resolve_segmenter("none")[1]
+    for off in ("none", "None", " NONE ", None):
+        seg, note = semantic.resolve_segmenter(off)
+        assert seg is None and "turned off" in note and "A_k = 1" in note
     with pytest.raises(SegmenterError, match="does not exist"):
         semantic.load_segmenter("./no/such/folder")
 
@@ -71,8 +69,16 @@ def test_tiny_segformer_loads_from_folder_and_labels_every_pixel(tiny_segformer,
     labels = semantic.segment(seg, img)
     assert labels.shape == (97, 131) and labels.dtype == np.int32
     assert 0 <= labels.min() and labels.max() < 150
-    # Same result as upsampling all 150 logit planes at once (the grouped running argmax is exact).
-    x = torch.from_numpy(semantic._model_input(img, seg.short_side))
+    # Same result as SegFormer's own preprocessing, built here without desra's helper: the short
+    # side resized to 512 with the aspect kept, both sides rounded to multiples of 32
+    # (97x131 -> 512x691.4 -> 512x704), then transformers' ImageNet normalisation; and all 150
+    # logit planes upsampled at once (the grouped running argmax is exact).
+    import cv2
+    from transformers import SegformerImageProcessor
+
+    resized = cv2.resize(img, (704, 512), interpolation=cv2.INTER_LINEAR)
+    processor = SegformerImageProcessor(do_resize=False, do_rescale=False)
+    x = torch.from_numpy(processor(images=resized, return_tensors="np", input_data_format="channels_last")["pixel_values"])
     with torch.no_grad():
         logits = seg.model(pixel_values=x).logits
         full = torch.nn.functional.interpolate(logits, size=(97, 131), mode="bilinear", align_corners=False)
