@@ -74,12 +74,15 @@ class NcnnWriter:
         raw = tensor.detach().numpy().astype("<f2").tobytes()
         return struct.pack("<I", TAG_FP16) + raw + b"\0" * (-len(raw) % 4)
 
-    def conv(self, x: str, conv: torch.nn.Conv2d, *, leaky: float | None = None, top: str | None = None) -> str:
+    def conv(self, x: str, conv: torch.nn.Conv2d, *, leaky: float | None = None, top: str | None = None,
+             fused: bool = True) -> str:
         out, _, k, _ = conv.weight.shape
         params = f"0={out} 1={k} 4={k // 2} 5=1 6={conv.weight.numel()}"
-        if leaky is not None:
+        if leaky is not None and fused:
             params += f" 9=2 -23310=1,{leaky:e}"
         weights = self.tagged(conv.weight) + conv.bias.detach().numpy().astype("<f4").tobytes()
+        if leaky is not None and not fused:  # LeakyReLU as its own layer, as onnx2ncnn writes it before ncnnoptimize
+            return self.add("ReLU", [self.add("Convolution", [x], params, weights)], f"0={leaky:e}", top=top)
         return self.add("Convolution", [x], params, weights, top)
 
     def files(self, folder: Path, stem: str) -> tuple[Path, Path]:
@@ -119,17 +122,21 @@ def write_srvgg(net, folder: Path, storage: str = "fp16") -> tuple[Path, Path]:
     for module in modules[:-1]:
         if isinstance(module, torch.nn.Conv2d):
             cur = w.conv(cur, module)
-        else:
+        elif isinstance(module, torch.nn.PReLU):
             cur = w.add("PReLU", [cur], f"0={module.num_parameters}", module.weight.detach().numpy().astype("<f4").tobytes())
+        else:
+            cur = w.add("ReLU", [cur], f"0={module.negative_slope:e}")
     cur = w.conv(cur, modules[-1])
     shuffled = w.add("PixelShuffle", [cur], f"0={net.upscale}")
     w.add("BinaryOp", [shuffled, base], "0=0", top="output")
     return w.files(folder, "tiny-srvgg")
 
 
-def write_rrdbnet(net, folder: Path, storage: str = "fp16") -> tuple[Path, Path]:
-    """basicsr RRDBNet x4 as ncnn, layer for layer as its forward pass runs (LeakyReLU fused, as ncnnoptimize does)."""
+def write_rrdbnet(net, folder: Path, storage: str = "fp16", fused: bool = True) -> tuple[Path, Path]:
+    """basicsr RRDBNet x4 as ncnn, layer for layer as its forward pass runs (LeakyReLU fused, as ncnnoptimize does, or not)."""
     w = NcnnWriter(storage)
+    emit = w.conv
+    w.conv = lambda x, module, **kw: emit(x, module, fused=fused, **kw)
     x = w.add("Input", [], top="data")
     feat = w.conv(x, net.conv_first)
     cur = feat
@@ -153,14 +160,21 @@ def write_rrdbnet(net, folder: Path, storage: str = "fp16") -> tuple[Path, Path]
 
 TINY = {
     "srvgg": {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 3, "upscale": 2, "act_type": "prelu"},
+    "srvgg-leaky": {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 3, "act_type": "leakyrelu"},
     "rrdbnet": {"num_in_ch": 3, "num_out_ch": 3, "scale": 4, "num_feat": 8, "num_block": 2, "num_grow_ch": 4},
 }
-WRITERS = {"srvgg": write_srvgg, "rrdbnet": write_rrdbnet}
+WRITERS = {
+    "srvgg": write_srvgg,
+    "srvgg-leaky": write_srvgg,
+    "rrdbnet": write_rrdbnet,
+    "rrdbnet-unfused": lambda net, folder, storage: write_rrdbnet(net, folder, storage, fused=False),
+}
 
 
-def _tiny(arch: str):
+def _tiny(variant: str):
     torch.manual_seed(1)
-    net = get_arch(arch).build(dict(TINY[arch])).eval()
+    arch = variant.split("-")[0]
+    net = get_arch(arch).build(dict(TINY[variant if variant in TINY else arch])).eval()
     if arch == "rrdbnet":  # basicsr's RRDB init scales weights by 0.1; larger ones make the comparison meaningful
         with torch.no_grad():
             for p in net.parameters():
@@ -206,12 +220,14 @@ def test_x2_file_is_the_x4_network_plus_a_downscale_and_is_refused():
 # --- hand-written files ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch,storage", [("srvgg", "fp16"), ("srvgg", "fp32"), ("rrdbnet", "fp16")])
-def test_written_pair_round_trips_and_runs_like_ncnn(arch, storage, tmp_path, photo):
-    net = _tiny(arch)
-    param, binary = WRITERS[arch](net, tmp_path, storage)
+@pytest.mark.parametrize("variant,storage", [("srvgg", "fp16"), ("srvgg", "fp32"), ("srvgg-leaky", "fp16"),
+                                             ("rrdbnet", "fp16"), ("rrdbnet-unfused", "fp32")])
+def test_written_pair_round_trips_and_runs_like_ncnn(variant, storage, tmp_path, photo):
+    net = _tiny(variant)
+    param, binary = WRITERS[variant](net, tmp_path, storage)
     result = import_files(param, binary)
-    assert result.mapping.architecture == arch and result.mapping.arch_params == TINY[arch]
+    arch = variant.split("-")[0]
+    assert result.mapping.architecture == arch and result.mapping.arch_params == TINY[variant if variant in TINY else arch]
     assert result.precision == storage
     expected = net.state_dict()
     assert set(result.state_dict) == set(expected)
