@@ -13,17 +13,26 @@ Policy (one for the whole project):
   extra precision survives to the output; asking for 16-bit in a format without it is refused.
 - Palette images are expanded to RGB(A) and written as RGB(A): an SR output has more colours than
   a palette can hold.
-- Refused with :class:`ImageError`: unreadable, corrupt or truncated files, zero-size images, layouts
-  without a defined meaning here (32-bit integer/float). Refused with :class:`ImageTooLargeError`,
-  before any pixel is decoded: images with more pixels than the limit (``max_pixels`` argument, else
+- Refused with :class:`ImageError`: unreadable, corrupt or truncated files (a PNG whose image data
+  ends before its last row is truncated even when its chunks are intact), zero-size images,
+  animated or multi-page files (which frame would be meant is not ours to guess), layouts without a
+  defined meaning here (32-bit integer/float). Refused with :class:`ImageTooLargeError`, before any
+  pixel is decoded: images with more pixels than the limit (``max_pixels`` argument, else
   ``$DESRA_MAX_PIXELS``, else :data:`DEFAULT_MAX_PIXELS`): no decompression bombs.
+- Pillow's own guards stay in force for the whole process: its bomb limit is never switched off
+  (labelme switches it off when imported; :mod:`desra.labelme_io` puts it back) and truncated files
+  are never loaded half-way (``ImageFile.LOAD_TRUNCATED_IMAGES`` is kept False).
+- Outputs are bounded too: :func:`max_output_pixels_limit` (``$DESRA_MAX_OUTPUT_PIXELS``, default
+  :data:`DEFAULT_MAX_OUTPUT_PIXELS`) is what :mod:`desra.inference` refuses to allocate beyond.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +41,18 @@ import numpy as np
 from desra.errors import ConfigError, ImageError, ImageTooLargeError
 
 DEFAULT_MAX_PIXELS = 100_000_000  # pixels (width x height) accepted when neither argument nor env var says otherwise
+# Output pixels (sW x sH) an upscale may allocate: 200 MP is 2.4 GB as float32 RGB (the tiled path
+# peaks near 28 bytes per output pixel); a 9000 x 9000 input at x4 (1.3 G output pixels) is refused.
+DEFAULT_MAX_OUTPUT_PIXELS = 200_000_000
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+# Image formats desra does not read: a folder holding them lists them as failures instead of skipping them quietly.
+OTHER_IMAGE_EXTENSIONS = (
+    ".gif", ".apng", ".avif", ".heic", ".heif", ".jxl", ".jp2", ".j2k", ".ico", ".psd", ".tga", ".ppm", ".pgm",
+    ".pbm", ".pnm", ".exr", ".hdr", ".dds", ".svg",
+)
 _FORMATS = {"PNG", "JPEG", "MPO", "WEBP", "TIFF", "BMP"}  # MPO: multi-picture JPEG from cameras, first frame
 _GREY_MODES = ("L", "LA")
-_RAISE_HINT = "raise the limit with DESRA_MAX_PIXELS (or max_pixels=) if you trust the file"
+_RAISE_HINT = "raise the limit with DESRA_MAX_PIXELS if you trust the file"
 
 
 @dataclass(frozen=True)
@@ -49,49 +66,164 @@ class ImageData:
     path: Path | None = None  # file it was read from, if any
 
 
-def max_pixels_limit(max_pixels: int | None = None) -> int:
-    """The pixel limit in force: ``max_pixels``, else ``$DESRA_MAX_PIXELS``, else DEFAULT_MAX_PIXELS."""
-    if max_pixels is not None:
-        limit = max_pixels
+def _limit_from(value: int | None, variable: str, default: int) -> int:
+    if value is not None:
+        limit = value
     else:
-        raw = os.environ.get("DESRA_MAX_PIXELS", "").strip()
+        raw = os.environ.get(variable, "").strip()
         try:
-            limit = int(float(raw)) if raw else DEFAULT_MAX_PIXELS
-        except ValueError:
-            raise ConfigError(f"DESRA_MAX_PIXELS must be a number of pixels, got {raw!r}") from None
+            limit = int(float(raw)) if raw else default
+        except (ValueError, OverflowError):
+            raise ConfigError(f"{variable} must be a number of pixels, got {raw!r}") from None
     if limit <= 0:
-        raise ConfigError(f"the pixel limit must be positive, got {limit}")
+        raise ConfigError(f"the pixel limit ({variable}) must be positive, got {limit}")
     return limit
 
 
-def _open(path: Path, limit: int):
+def max_pixels_limit(max_pixels: int | None = None) -> int:
+    """The input pixel limit in force: ``max_pixels``, else ``$DESRA_MAX_PIXELS``, else DEFAULT_MAX_PIXELS."""
+    return _limit_from(max_pixels, "DESRA_MAX_PIXELS", DEFAULT_MAX_PIXELS)
+
+
+def max_output_pixels_limit(max_output_pixels: int | None = None) -> int:
+    """The output pixel limit in force: the argument, else ``$DESRA_MAX_OUTPUT_PIXELS``, else DEFAULT_MAX_OUTPUT_PIXELS."""
+    return _limit_from(max_output_pixels, "DESRA_MAX_OUTPUT_PIXELS", DEFAULT_MAX_OUTPUT_PIXELS)
+
+
+def check_pixels(width: int, height: int, limit: int, what: str) -> None:
+    """Refuse (ImageTooLargeError) a ``width`` x ``height`` image above ``limit`` pixels; ``what`` names it."""
+    if width * height > limit:
+        raise ImageTooLargeError(
+            f"{what} has {width} x {height} = {width * height} pixels, above the limit of {limit}; {_RAISE_HINT}"
+        )
+
+
+def keep_pillow_guards(limit: int | None = None) -> None:
+    """Put Pillow's process-wide guards back in force: a bomb limit (never None) and no half-loaded truncated files."""
+    from PIL import Image, ImageFile
+
+    # labelme sets MAX_IMAGE_PIXELS = None on import, switching Pillow's bomb guard off for every
+    # caller in the process; ours is the one that decides, so Pillow's may rise to it but is never off.
+    wanted = max(limit or 0, DEFAULT_MAX_PIXELS)
+    if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS < wanted:
+        Image.MAX_IMAGE_PIXELS = wanted
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def _open_image(source, name: str, limit: int):
+    """Pillow image of ``source`` (path or file object) after the header checks; nothing decoded yet."""
     from PIL import Image, UnidentifiedImageError
 
+    keep_pillow_guards(limit)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(source)
+    except Image.DecompressionBombError as error:
+        raise ImageTooLargeError(f"{name} is too large to open ({error}); {_RAISE_HINT}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error) as error:
+        raise ImageError(f"{name} is not a readable image ({error}); expected PNG, JPEG, WebP, TIFF or BMP") from None
+    if image.format not in _FORMATS:
+        image.close()
+        raise ImageError(f"{name} is a {image.format} image; desra reads PNG, JPEG, WebP, TIFF and BMP")
+    width, height = image.size
+    if width == 0 or height == 0:
+        image.close()
+        raise ImageError(f"{name} has zero size ({width} x {height})")
+    try:
+        check_pixels(width, height, limit, name)
+        frames = int(getattr(image, "n_frames", 1) or 1) if image.format != "MPO" else 1
+    except ImageTooLargeError:
+        image.close()
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as error:
+        image.close()
+        raise ImageError(f"{name} is corrupt or truncated ({error})") from None
+    if frames > 1:
+        image.close()
+        # MPO (camera JPEG with a preview) is one picture; any other multi-frame file is an animation or a stack.
+        raise ImageError(
+            f"{name} is an animated or multi-page {image.format} with {frames} frames; desra reads single images. "
+            "Save the frame you want as its own PNG"
+        )
+    return image
+
+
+def _open(path: Path, limit: int):
     if not path.is_file():
         raise ImageError(f"{path} does not exist or is not a file")
     if path.stat().st_size == 0:
         raise ImageError(f"{path} is empty (0 bytes)")
-    # Pillow has its own, lower bomb guard; ours is the one that decides, so Pillow's only ever rises.
-    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = limit
+    return _open_image(path, str(path), limit)
+
+
+def image_size(path: str | os.PathLike, *, max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) of an image file from its header, after the same checks as read_image; no pixel decoded."""
+    path = Path(path)
+    with _open(path, max_pixels_limit(max_pixels)) as image:
+        return image.size
+
+
+def image_size_of_bytes(data: bytes, name: str, *, max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) of encoded image bytes from the header, refused like read_image; ``name`` is for messages."""
+    if not data:
+        raise ImageError(f"{name} is empty (0 bytes)")
+    with _open_image(io.BytesIO(data), name, max_pixels_limit(max_pixels)) as image:
+        return image.size
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+# Adam7 passes: (x start, y start, x step, y step)
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_expected_bytes(width: int, height: int, depth: int, colour: int, interlace: int) -> int:
+    """Bytes of filtered scanlines a complete PNG image decompresses to (filter byte + packed samples per row)."""
+    bits = depth * _PNG_CHANNELS.get(colour, 4)
+
+    def rows(w: int, h: int) -> int:
+        return 0 if w == 0 or h == 0 else h * (1 + (w * bits + 7) // 8)
+
+    if interlace != 1:
+        return rows(width, height)
+    return sum(
+        rows(max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))) for x0, y0, dx, dy in _ADAM7
+    )
+
+
+def _check_png_complete(path: Path) -> None:
+    """ImageError unless the PNG's IDAT data inflates to every row the header declares.
+
+    Pillow accepts a PNG whose zlib stream ends early but cleanly (it pads the missing rows with
+    black); counting the inflated bytes, without keeping them, catches it.
+    """
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise ImageError(f"{path} is corrupt or truncated (no PNG header)")
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    expected = _png_expected_bytes(width, height, depth, colour, interlace)
+    inflater, produced, offset = zlib.decompressobj(), 0, 8
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
-    except Image.DecompressionBombError as error:
-        raise ImageTooLargeError(f"{path} is too large to open ({error}); {_RAISE_HINT}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"{path} is not a readable image ({error}); expected PNG, JPEG, WebP, TIFF or BMP") from None
-    if image.format not in _FORMATS:
-        raise ImageError(f"{path} is a {image.format} image; desra reads PNG, JPEG, WebP, TIFF and BMP")
-    width, height = image.size
-    if width == 0 or height == 0:
-        raise ImageError(f"{path} has zero size ({width} x {height})")
-    if width * height > limit:
-        raise ImageTooLargeError(
-            f"{path} has {width} x {height} = {width * height} pixels, above the limit of {limit}; {_RAISE_HINT}"
+        while offset + 8 <= len(data) and produced <= expected:
+            length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+            if kind == b"IDAT":
+                chunk = data[offset + 8 : offset + 8 + length]
+                while chunk and produced <= expected:
+                    # max_length keeps memory bounded whatever the compression ratio (no zip bomb).
+                    produced += len(inflater.decompress(chunk, 1 << 20))
+                    chunk = inflater.unconsumed_tail
+            elif kind == b"IEND":
+                break
+            offset += 12 + length
+    except zlib.error as error:
+        raise ImageError(f"{path} is corrupt or truncated (its image data does not inflate: {error})") from None
+    if produced < expected:
+        rows = produced * height // max(expected, 1)
+        raise ImageError(
+            f"{path} is truncated: its image data holds about {rows} of its {height} rows "
+            f"({produced} of {expected} bytes); re-export or re-download the file"
         )
-    return image
 
 
 def _sixteen_bit_layout(path: Path, image) -> str | None:
@@ -166,7 +298,8 @@ def _decode_8bit(image) -> tuple[np.ndarray, np.ndarray | None, str]:
         source_mode = mode
     else:  # CMYK, YCbCr, LAB, RGBX ... -> RGB
         image, source_mode = image.convert("RGB"), "RGB"
-    array = np.asarray(image, dtype=np.float32) / 255.0
+    array = np.asarray(image, dtype=np.float32)
+    array /= 255.0  # in place: one float copy of a large image, not two
     if array.ndim == 2:
         return np.repeat(array[..., None], 3, axis=2), None, source_mode
     if image.mode == "LA":
@@ -183,6 +316,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Ima
     with image:
         try:
             image.load()  # decodes everything: truncated or corrupt data fails here, not later
+            if image.format == "PNG":
+                _check_png_complete(path)
             layout = _sixteen_bit_layout(path, image)
             if layout is not None:
                 rgb, alpha = _decode_16bit(path, layout, _orientation(image))
@@ -313,6 +448,8 @@ def read_mask(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.n
     with image:
         try:
             image.load()
+            if image.format == "PNG":
+                _check_png_complete(path)
             if image.mode in ("P", "PA"):
                 return np.asarray(image.convert("P") if image.mode == "PA" else image) != 0
             if image.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L"):
@@ -332,3 +469,16 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(
         p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
     )
+
+
+def list_unsupported_images(folder: str | os.PathLike) -> list[tuple[Path, str]]:
+    """(file, one-line reason) for images directly in ``folder`` in a format desra does not read (GIF, HEIC, ...), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"{folder} is not a folder")
+    return [
+        (p, f"{p.suffix.lower()[1:].upper()} images are not read by desra (animations included); "
+            "convert it to PNG (one file per frame) to process it")
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in OTHER_IMAGE_EXTENSIONS
+    ]

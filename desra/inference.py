@@ -10,6 +10,10 @@ On CUDA, ``half=True`` runs under autocast (fp16, or bf16 for networks whose des
 is unsafe); a tile whose output is not finite is rerun in fp32 and the rest of the image stays in
 fp32. A CUDA out-of-memory error halves the tile size and starts again. Both are reported through
 ``on_event``. Outputs are clamped to [0, 1].
+
+Outputs are bounded like inputs: an upscale whose output would have more pixels than
+``$DESRA_MAX_OUTPUT_PIXELS`` (default :data:`desra.imageio.DEFAULT_MAX_OUTPUT_PIXELS`) is refused with
+:class:`ImageTooLargeError`, giving the size it would need, before anything is allocated.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from desra.errors import ConfigError, DesraError, DeviceError, ImageError
+from desra.errors import ConfigError, DesraError, DeviceError, ImageError, ImageTooLargeError
 
 if TYPE_CHECKING:
     from desra.checkpoint import SRModel
@@ -149,6 +153,24 @@ def _is_oom(error: BaseException) -> bool:
     )
 
 
+def check_output_size(height: int, width: int, scale: int, *, what: str = "the input", max_output_pixels: int | None = None) -> None:
+    """Refuse (ImageTooLargeError) upscaling a ``height`` x ``width`` image by ``scale`` beyond the output pixel limit.
+
+    The message gives the output size, the memory its float32 RGB copy alone would take, and the limit.
+    """
+    from desra.imageio import max_output_pixels_limit
+
+    limit = max_output_pixels_limit(max_output_pixels)
+    out_h, out_w = int(height) * int(scale), int(width) * int(scale)
+    if out_h * out_w > limit:
+        gigabytes = out_h * out_w * 3 * 4 / 1e9
+        raise ImageTooLargeError(
+            f"{what} is {width} x {height}; at x{scale} the output would be {out_w} x {out_h} = {out_h * out_w} pixels "
+            f"({gigabytes:.1f} GB as float32 RGB), above the output limit of {limit} pixels; "
+            "use a smaller input, or raise DESRA_MAX_OUTPUT_PIXELS if this machine has the memory"
+        )
+
+
 def _check_inputs(model: SRModel, image: np.ndarray, tile: int | None, overlap: int, device: str) -> None:
     import torch
 
@@ -161,12 +183,13 @@ def _check_inputs(model: SRModel, image: np.ndarray, tile: int | None, overlap: 
         raise ImageError(f"upscale expects a float image in [0, 1], got {image.dtype}; convert with image / 255.0")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise ImageError(f"upscale got an empty image of shape {image.shape}")
+    check_output_size(image.shape[0], image.shape[1], model.descriptor.scale)
     if tile is not None and tile < MIN_TILE:
         raise ConfigError(f"tile must be at least {MIN_TILE} pixels (or None for no tiling), got {tile}")
     if overlap < 0:
         raise ConfigError(f"overlap must be >= 0 pixels, got {overlap}")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError(f"device {device!r} was requested but CUDA is not available here; use --device cpu")
+        raise DeviceError(f"device {device!r} was requested but CUDA is not available here; run on the cpu device instead")
 
 
 def upscale(
@@ -201,7 +224,7 @@ def upscale(
             size = current or max(image.shape[:2])
             if size // 2 < max(MIN_TILE, 2 * model.descriptor.size_multiple):
                 raise DeviceError(
-                    f"out of memory on {device} even with {size} px tiles; use --device cpu or free GPU memory"
+                    f"out of memory on {device} even with {size} px tiles; run on the cpu device or free GPU memory"
                 ) from None
             current = size // 2
             emit(InferenceEvent("oom_retry", f"out of memory on {device} with {size} px tiles; retrying with {current} px tiles"))
@@ -239,7 +262,7 @@ def _upscale_tiled(runner: _Runner, image: np.ndarray, tile: int | None, overlap
             done += 1
             if progress:
                 progress(done, total)
-    return out / weight_sum
+    return np.divide(out, weight_sum, out=out)  # in place: a second output-sized array is not needed
 
 
 def _resize_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:
@@ -261,6 +284,8 @@ def upscale_image(model: SRModel, image: ImageData, *, alpha_mode: str = "resize
     """
     if alpha_mode not in ALPHA_MODES:
         raise ConfigError(f"alpha_mode must be one of {ALPHA_MODES}, got {alpha_mode!r}")
+    h, w = image.rgb.shape[:2]
+    check_output_size(h, w, model.descriptor.scale, what=str(image.path) if image.path else "the input")
     rgb = upscale(model, image.rgb, **kwargs)
     alpha = None
     if image.alpha is not None:
@@ -298,13 +323,17 @@ def upscale_folder(
 
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     files = imageio.list_images(input_dir)
-    if not files:
+    # Images in formats desra does not read (an animated GIF, ...) are failures with a reason, not skipped quietly.
+    failed: list[tuple[Path, str]] = imageio.list_unsupported_images(input_dir)
+    if not files and not failed:
         raise ImageError(f"no images found in {input_dir} (looked for {', '.join(imageio.IMAGE_EXTENSIONS)})")
     written: list[Path] = []
-    failed: list[tuple[Path, str]] = []
     read_kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
     for index, source in enumerate(files, start=1):
         try:
+            # The header alone says whether the output fits: an oversized image is refused before it is decoded.
+            width, height = imageio.image_size(source, **read_kwargs)
+            check_output_size(height, width, model.descriptor.scale, what=str(source))
             image = imageio.read_image(source, **read_kwargs)
             result = upscale_image(model, image, on_event=on_event, **kwargs)
             target = output_dir / source.name

@@ -30,8 +30,8 @@ def run(args) -> int:
 
     from desra.checkpoint import load_model
     from desra.errors import ImageError
-    from desra.imageio import read_image, write_imagedata
-    from desra.inference import upscale_folder, upscale_image
+    from desra.imageio import image_size, read_image, write_imagedata
+    from desra.inference import check_output_size, upscale_folder, upscale_image
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     source, target = Path(args.input), Path(args.output)
@@ -58,6 +58,8 @@ def run(args) -> int:
         return 0
     if target.is_dir() or not target.suffix:  # an output folder (existing, or named without an extension)
         target = target / source.name
+    width, height = image_size(source)  # header only: an output too large is refused before decoding
+    check_output_size(height, width, d.scale, what=str(source))
     image = read_image(source)
     with tqdm(desc="tiles", unit="tile", disable=args.tile is None) as bar:
 
