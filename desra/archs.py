@@ -4,6 +4,10 @@ Written out by hand (no folder scanning). Each :class:`ArchSpec` knows its basic
 read the hyperparameters back from parameter names and shapes (so a checkpoint without metadata
 still loads, and the error for an unknown one names what was seen), whether half precision is
 safe, and which multiple the input size must have.
+
+Parameters that come from outside the tensors (file metadata, the registry, arguments) are checked
+against what the tensors say by :func:`check_params` before anything is built: a 0.8 MB file whose
+metadata claims a network a thousand times wider is refused, not allocated.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ def _identity(state_dict: StateDict) -> dict[str, Any]:
     return dict(state_dict)
 
 
+def _keep_detected(detected: dict[str, Any], claimed: Mapping[str, Any], state_dict: StateDict) -> dict[str, Any]:
+    return detected
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """One registered SR architecture."""
@@ -36,6 +44,19 @@ class ArchSpec:
     size_multiple: Callable[[dict[str, Any]], int] = lambda params: 1  # input H, W padded to this multiple
     normalize: Callable[[StateDict], dict[str, Any]] = _identity  # rename foreign key layouts to basicsr's
     derived_buffers: tuple[str, ...] = field(default=())  # buffer name suffixes the network recomputes itself
+    # Builder options no tensor shape reveals (dropout rates, ...): passed through unchecked.
+    unchecked: tuple[str, ...] = field(default=())
+    # (detected, claimed, state dict) -> detected, with what the tensors cannot tell apart taken from the claim.
+    reconcile: Callable[[dict[str, Any], Mapping[str, Any], StateDict], dict[str, Any]] = _keep_detected
+    # Parameter -> where in the tensors its value is read, for the mismatch message.
+    evidence: Mapping[str, str] = field(default_factory=dict)
+    # Regex of the keys this architecture owns, for a detect() that refuses stray keys: check_params
+    # reads the parameters from these alone, so the key check after building can name the strays.
+    own_keys: str = ""
+    # params -> a lower bound of the weights the built network holds: a state dict with fewer
+    # elements cannot fill it, so a few tiny tensors under many block names (detected as a deep
+    # network) are refused before the network is allocated.
+    min_weights: Callable[[dict[str, Any]], int] | None = None
 
 
 _ARCHS: dict[str, ArchSpec] = {}
@@ -74,8 +95,91 @@ def detect_architecture(state_dict: StateDict) -> tuple[str, dict[str, Any], int
     raise ArchitectureError(
         f"could not recognise the architecture of a state dict with {len(state_dict)} tensors "
         f"(first keys: {sample}); known architectures: {', '.join(sorted(_ARCHS))}. "
-        "Pass the architecture and its parameters explicitly (--arch / arch_params)."
+        "Save the model with desra (its metadata names the architecture), or load it with architecture= and arch_params=."
     )
+
+
+def _same(claimed: Any, detected: Any) -> bool:
+    """Whether a claimed parameter value equals the detected one (types included: "64" is not 64, True is not 1)."""
+    if isinstance(claimed, bool) or isinstance(detected, bool):
+        return isinstance(claimed, bool) and isinstance(detected, bool) and claimed == detected
+    if isinstance(detected, float) and isinstance(claimed, (int, float)):
+        return math.isclose(float(claimed), detected, rel_tol=1e-6)
+    if isinstance(detected, (list, tuple)):
+        return isinstance(claimed, (list, tuple)) and len(claimed) == len(detected) and all(
+            _same(c, d) for c, d in zip(claimed, detected)
+        )
+    return type(claimed) is type(detected) and claimed == detected
+
+
+def check_params(name: str, claimed: Mapping[str, Any], state_dict: StateDict, *, source: str = "") -> dict[str, Any]:
+    """Check parameters from metadata/registry/arguments against the tensors BEFORE building -> the params to build.
+
+    Every claimed parameter that the tensor shapes or key counts determine must equal what they
+    say; names the builder does not take are refused. ArchitectureError names each disagreement.
+    """
+    spec = get_arch(name)
+    what = source or "the state dict"
+    if not isinstance(claimed, Mapping):
+        raise ArchitectureError(f"{what}: {name} parameters must be a mapping of names to values, got {type(claimed).__name__}")
+    state_dict = spec.normalize(state_dict)
+    detected = spec.detect(state_dict)
+    if detected is None and spec.own_keys:
+        own = re.compile(spec.own_keys)
+        detected = spec.detect({k: v for k, v in state_dict.items() if own.match(k)})
+    if detected is None:
+        raise ArchitectureError(
+            f"{what} does not look like a {name} network (first keys: {', '.join(list(state_dict)[:6])}); "
+            f"its parameters {dict(claimed)} cannot be checked against the tensors, so nothing was built"
+        )
+    detected = spec.reconcile(dict(detected), claimed, state_dict)
+    unknown = sorted(k for k in claimed if k not in detected and k not in spec.unchecked)
+    if unknown:
+        raise ArchitectureError(
+            f"{what}: {name} has no parameter(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted({*detected, *spec.unchecked}))}"
+        )
+    wrong = [
+        f"{key}={claimed[key]!r} but the tensors say {detected[key]!r}"
+        + (f" ({spec.evidence[key]})" if key in spec.evidence else "")
+        for key in claimed
+        if key in detected and not _same(claimed[key], detected[key])
+    ]
+    if wrong:
+        raise ArchitectureError(
+            f"{what}: the {name} parameters disagree with the tensors in the file: {'; '.join(wrong)}; "
+            "nothing was built. Fix or drop the parameters (metadata, registry entry or arguments)"
+        )
+    # Parameters the claim leaves out take the builder's defaults, which are modest; the key check after building catches them.
+    return dict(claimed)
+
+
+BUDGET_SLACK = 1_000_000  # weights a network may hold beyond twice the file's before check_weight_budget refuses
+
+
+def check_weight_budget(name: str, params: Mapping[str, Any], state_dict: StateDict, *, source: str = "") -> None:
+    """ArchitectureError when ``params`` describe a network with more weights than ``state_dict`` holds (checked before building)."""
+    spec = get_arch(name)
+    if spec.min_weights is None:
+        return
+    try:
+        needed = int(spec.min_weights(dict(params)))
+    except (KeyError, TypeError, ValueError):
+        return  # parameters of unexpected shape: the builder reports them itself
+    held = sum(int(getattr(t, "numel", lambda: 0)()) for t in state_dict.values())
+    # Slack of 2x + 1 M weights (4 MB): a file missing a tensor or two still reaches the key check
+    # after building, which names them; only a file far smaller than its network is stopped here.
+    if needed > 2 * held + BUDGET_SLACK:
+        raise ArchitectureError(
+            f"{source or 'the state dict'}: {name} {dict(params)} would hold at least {needed} weights "
+            f"({needed * 4 / 1e9:.2f} GB as float32) but the file holds only {held}; its tensors do not describe "
+            "that network, so nothing was built"
+        )
+
+
+def _conv(cin: int, cout: int, k: int = 3) -> int:
+    """Weights and bias of a k x k convolution."""
+    return cin * cout * k * k + cout
 
 
 def _count(state_dict: StateDict, pattern: str) -> int:
@@ -127,6 +231,13 @@ def _rrdb_detect(sd: StateDict) -> dict[str, Any] | None:
     }
 
 
+def _rrdb_weights(p: dict[str, Any]) -> int:
+    nf, gc, blocks = int(p.get("num_feat", 64)), int(p.get("num_grow_ch", 32)), int(p.get("num_block", 23))
+    cin = int(p["num_in_ch"]) * {4: 1, 2: 4, 1: 16}[int(p.get("scale", 4))]
+    rdb = sum(_conv(nf + i * gc, gc) for i in range(4)) + _conv(nf + 4 * gc, nf)
+    return _conv(cin, nf) + blocks * 3 * rdb + 4 * _conv(nf, nf) + _conv(nf, int(p["num_out_ch"]))
+
+
 def _rrdb_build(params: dict[str, Any]):
     from desra import basicsr_adapter
 
@@ -142,6 +253,15 @@ register_arch(
         channels=lambda p: (int(p["num_in_ch"]), int(p["num_out_ch"])),
         size_multiple=lambda p: {4: 1, 2: 2, 1: 4}[int(p.get("scale", 4))],
         normalize=_rrdb_normalize,
+        min_weights=_rrdb_weights,
+        evidence={
+            "num_feat": "output channels of conv_first.weight",
+            "num_block": "number of body.N blocks",
+            "num_grow_ch": "output channels of body.0.rdb1.conv1.weight",
+            "num_in_ch": "input channels of conv_first.weight, after the pixel-unshuffle of x1/x2",
+            "num_out_ch": "output channels of conv_last.weight",
+            "scale": "ratio of conv_first's input channels to conv_last's output channels",
+        },
     )
 )
 
@@ -177,6 +297,28 @@ def _srvgg_detect(sd: StateDict) -> dict[str, Any] | None:
     }
 
 
+def _srvgg_reconcile(detected: dict[str, Any], claimed: Mapping[str, Any], sd: StateDict) -> dict[str, Any]:
+    # ReLU and LeakyReLU have no weights: a claim of either is as good as detection gets.
+    if detected["act_type"] != "prelu" and claimed.get("act_type") in ("relu", "leakyrelu"):
+        detected["act_type"] = claimed["act_type"]
+    # The last conv holds out_ch * upscale^2 channels; detection assumed out_ch == in_ch, a claim may say otherwise.
+    out_ch = claimed.get("num_out_ch")
+    if isinstance(out_ch, int) and not isinstance(out_ch, bool) and out_ch > 0 and out_ch != detected["num_out_ch"]:
+        last = max(int(m.group(1)) for key in sd if (m := re.match(r"^body\.(\d+)\.weight$", key)) and sd[key].ndim == 4)
+        channels = int(sd[f"body.{last}.weight"].shape[0])
+        upscale = math.isqrt(channels // out_ch)
+        if upscale * upscale * out_ch == channels:
+            detected["num_out_ch"], detected["upscale"] = out_ch, upscale
+    return detected
+
+
+def _srvgg_weights(p: dict[str, Any]) -> int:
+    nf, convs = int(p.get("num_feat", 64)), int(p.get("num_conv", 16))
+    act = nf if p.get("act_type", "prelu") == "prelu" else 0
+    last = _conv(nf, int(p.get("num_out_ch", 3)) * int(p.get("upscale", 4)) ** 2)
+    return _conv(int(p.get("num_in_ch", 3)), nf) + act + convs * (_conv(nf, nf) + act) + last
+
+
 def _srvgg_build(params: dict[str, Any]):
     from desra import basicsr_adapter
 
@@ -190,6 +332,17 @@ register_arch(
         detect=_srvgg_detect,
         scale=lambda p: int(p.get("upscale", 4)),
         channels=lambda p: (int(p.get("num_in_ch", 3)), int(p.get("num_out_ch", 3))),
+        reconcile=_srvgg_reconcile,
+        min_weights=_srvgg_weights,
+        own_keys=r"^body\.\d+\.(weight|bias)$",
+        evidence={
+            "num_feat": "output channels of body.0.weight",
+            "num_conv": "number of body.N convolutions minus the first and the last",
+            "num_in_ch": "input channels of body.0.weight",
+            "num_out_ch": "output channels of the last conv / upscale^2",
+            "upscale": "output channels of the last conv / num_out_ch, square root",
+            "act_type": "PReLU weights present or not",
+        },
     )
 )
 
@@ -247,6 +400,31 @@ def _swinir_detect(sd: StateDict) -> dict[str, Any] | None:
     }
 
 
+SWINIR_MAX_IMG_SIZE = 256  # training size accepted without an attn_mask in the file to confirm it
+
+
+def _swinir_reconcile(detected: dict[str, Any], claimed: Mapping[str, Any], sd: StateDict) -> dict[str, Any]:
+    # The shifted-window mask is rebuilt from img_size (a file trained at 32 may be loaded at 64), so
+    # the claim is free, but the network allocates (img_size / window)^2 windows per shifted block
+    # from it: beyond a modest size (10^4 would be gigabytes) it must match the mask stored in the file.
+    size = claimed.get("img_size")
+    if isinstance(size, int) and not isinstance(size, bool) and 0 < size <= SWINIR_MAX_IMG_SIZE:
+        detected["img_size"] = size
+    # img_range scales the input, it has no tensor of its own.
+    if isinstance(claimed.get("img_range"), (int, float)) and not isinstance(claimed.get("img_range"), bool):
+        detected["img_range"] = float(claimed["img_range"])
+    return detected
+
+
+def _swinir_weights(p: dict[str, Any]) -> int:
+    # A lower bound: each transformer block's qkv, projection and MLP matrices (biases, norms and
+    # the upsampler left out), which dominate the network.
+    dim = int(p.get("embed_dim", 96))
+    hidden = int(dim * float(p.get("mlp_ratio", 4.0)))
+    blocks = sum(int(d) for d in p.get("depths", (6, 6, 6, 6)))
+    return blocks * (4 * dim * dim + 2 * dim * hidden)
+
+
 def _swinir_build(params: dict[str, Any]):
     from desra import basicsr_adapter
 
@@ -266,5 +444,18 @@ register_arch(
         # The shifted-window mask depends on the training image size and the index is a constant;
         # both are rebuilt by the network, so a checkpoint's copies are ignored.
         derived_buffers=("attn_mask", "relative_position_index"),
+        unchecked=("qk_scale", "drop_rate", "attn_drop_rate", "drop_path_rate", "use_checkpoint", "patch_size"),
+        reconcile=_swinir_reconcile,
+        min_weights=_swinir_weights,
+        evidence={
+            "embed_dim": "output channels of conv_first.weight",
+            "in_chans": "input channels of conv_first.weight",
+            "depths": "number of layers.I.residual_group.blocks.J per layer",
+            "num_heads": "columns of each layer's relative_position_bias_table",
+            "window_size": "rows of relative_position_bias_table = (2 * window - 1)^2",
+            "mlp_ratio": "mlp.fc1 output channels / embed_dim",
+            "img_size": f"attn_mask windows x window size; any size up to {SWINIR_MAX_IMG_SIZE} is accepted",
+            "upscale": "the upsampler's convolutions",
+        },
     )
 )

@@ -8,6 +8,11 @@ constructors is refused with :class:`UnsafeCheckpointError` before any of its co
 Files written: ``.safetensors`` with a metadata entry ``desra`` holding the JSON of the
 :class:`ModelDescriptor` (so the architecture never has to be guessed from a file name again), and
 basicsr-style ``.pth`` files for tools that expect them.
+
+Files are untrusted input: metadata that is not a JSON object of the expected types, parameters
+that disagree with the tensors (checked before the network is built, so a small file cannot make
+desra allocate a large network), and weights that are NaN or infinite are all refused with a
+:class:`CheckpointError` naming what is wrong.
 """
 
 from __future__ import annotations
@@ -121,8 +126,16 @@ def _load_pickle(path: Path) -> Any:
             f"({first}); desra loads checkpoints with weights_only=True and refused it, nothing ran. "
             "If you trust the file, convert it to .safetensors in its own environment."
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {error}") from None
+    except Exception as error:  # noqa: BLE001 - random bytes reach the unpickler as IndexError, KeyError, ...
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {_first_line(error)}); "
+            "expected a .pth/.pt state dict saved by torch.save"
+        ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no detail"
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, Any]:
@@ -173,9 +186,48 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if METADATA_KEY in raw:
         try:
             metadata = json.loads(raw[METADATA_KEY])
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, RecursionError) as error:
             raise CheckpointError(f"{path}: the '{METADATA_KEY}' metadata entry is not valid JSON ({error})") from None
+        _check_metadata(metadata, path)
     return _strip_prefix(state_dict), metadata
+
+
+# Metadata fields load_model reads, and the JSON types each may have (None: absent/null).
+_METADATA_TYPES: dict[str, tuple[type, ...]] = {
+    "architecture": (str,),
+    "arch_params": (dict,),
+    "role": (str,),
+    "name": (str,),
+}
+
+
+def _check_metadata(metadata: Any, path: Path) -> None:
+    """CheckpointError unless the desra metadata is a JSON object whose known fields have the right types."""
+    if not isinstance(metadata, dict):
+        raise CheckpointError(
+            f"{path}: the '{METADATA_KEY}' metadata entry is a JSON {type(metadata).__name__}, expected an object "
+            "with architecture, arch_params, role and name; re-save the model with desra"
+        )
+    for key, types in _METADATA_TYPES.items():
+        value = metadata.get(key)
+        if value is not None and not isinstance(value, types):
+            raise CheckpointError(
+                f"{path}: metadata field {key!r} is a {type(value).__name__} ({str(value)[:40]!r}), expected "
+                f"{' or '.join(t.__name__ for t in types)}; re-save the model with desra"
+            )
+
+
+def check_finite(state_dict: dict[str, Any], source: str = "") -> None:
+    """CheckpointError naming the first floating-point tensor holding NaN or infinity (such weights give black images)."""
+    import torch
+
+    for key, tensor in state_dict.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(
+                f"{source or 'the state dict'}: tensor {key!r} {tuple(tensor.shape)} holds {bad} NaN or infinite "
+                "value(s); the network would output garbage (a black image). Use a checkpoint from before training diverged"
+            )
 
 
 # --- building ---------------------------------------------------------------------------------------
@@ -196,8 +248,9 @@ def build_from_state_dict(
     source: str = "",
 ) -> SRModel:
     """Build a network and load ``state_dict`` into it (architecture/params detected where not given)."""
-    from desra.archs import detect_architecture, get_arch
+    from desra.archs import check_params, check_weight_budget, detect_architecture, get_arch
 
+    check_finite(state_dict, source)
     if architecture is None:
         architecture, detected, _ = detect_architecture(state_dict)
         arch_params = arch_params or detected
@@ -210,6 +263,11 @@ def build_from_state_dict(
                 f"{source or 'the state dict'} does not look like a {architecture} network "
                 f"(first keys: {_short(list(state_dict), 6)}); pass its arch_params or the right architecture"
             )
+    else:
+        # Parameters from metadata, the registry or the caller decide what gets allocated: they must
+        # agree with the tensors before anything is built.
+        arch_params = check_params(architecture, arch_params, state_dict, source=source)
+    check_weight_budget(architecture, arch_params, state_dict, source=source)
     descriptor = describe(architecture, arch_params, name=name, role=role, source=source)
     module = spec.build(descriptor.arch_params)
     own = module.state_dict()
@@ -275,6 +333,10 @@ def load_model(
             from desra.ncnn_import import ensure_converted
 
             path = ensure_converted(entry)  # once, from the installed package; later loads find the file
+        if not path.is_file() and entry.derived_delta:
+            from desra.parent import ensure_rebuilt
+
+            path = ensure_rebuilt(entry)  # once, from the shipped delta and its base model
         if not path.is_file():
             raise CheckpointError(
                 f"model {entry.id!r} is registered but not present at {path}; "
