@@ -163,13 +163,20 @@ def distinctiveness_finding(result: dict) -> dict:
     r = result["mean_r"]
 
     def holds(better: str, worse: str) -> dict:
+        # A group of one model has no R within it (NaN): that is "not measurable", not "does not hold".
+        measurable = better in acc and worse in acc and all(np.isfinite(r.get(g, float("nan"))) for g in (better, worse))
         return {
             "accuracy": [acc.get(better, {}).get("accuracy"), acc.get(worse, {}).get("accuracy")],
             "mean_r": [r.get(better), r.get(worse)],
-            "holds": bool(acc[better]["accuracy"] > acc[worse]["accuracy"] and r[better] < r[worse]) if better in acc and worse in acc else None,
+            "holds": bool(acc[better]["accuracy"] > acc[worse]["accuracy"] and r[better] < r[worse]) if measurable else None,
         }
 
     return {"gan_vs_l1": holds("gan", "l1"), "x4_vs_x2": holds("x4", "x2")}
+
+
+def _figure(value: float | None) -> str:
+    """A report number to 3 decimals; 'n/a' for a group the zoo does not have."""
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def report_markdown(result: dict) -> str:
@@ -193,7 +200,8 @@ def report_markdown(result: dict) -> str:
     for key, label in (("gan_vs_l1", "GAN more distinctive than L1"), ("x4_vs_x2", "x4 more distinctive than x2")):
         f = result["finding"][key]
         verdict = {True: "holds", False: "does not hold", None: "not measurable"}[f["holds"]]
-        lines.append(f"- {label}: {verdict} (CNN crop accuracy {f['accuracy'][0]:.3f} vs {f['accuracy'][1]:.3f}; mean R {f['mean_r'][0]:.3f} vs {f['mean_r'][1]:.3f}).")
+        a, m = [_figure(v) for v in f["accuracy"]], [_figure(v) for v in f["mean_r"]]
+        lines.append(f"- {label}: {verdict} (CNN crop accuracy {a[0]} vs {a[1]}; mean R {m[0]} vs {m[1]}).")
     return "\n".join(lines) + "\n"
 
 

@@ -149,3 +149,58 @@ def test_vote_groups_chunks_by_key():
     voted, keys = vote_groups(scores, ["a", "a", "a", "b", "b"], size=2)
     assert keys == ["a", "a", "b"]
     np.testing.assert_allclose(voted[0], [1.0, 2.0])
+
+
+def _finding_input(acc_gan, acc_l1, r_gan, r_l1):
+    """The parts of an experiment result distinctiveness_finding reads, with x4 / x2 tied."""
+    crop = {"gan": {"accuracy": acc_gan, "n": 8}, "l1": {"accuracy": acc_l1, "n": 8},
+            "x4": {"accuracy": 0.5, "n": 8}, "x2": {"accuracy": 0.5, "n": 8}}
+    return {"cnn": {"crop": crop}, "mean_r": {"gan": r_gan, "l1": r_l1, "x4": 0.5, "x2": 0.5}}
+
+
+@pytest.mark.parametrize(
+    ("acc_gan", "acc_l1", "r_gan", "r_l1", "holds"),
+    [
+        (0.9, 0.6, 0.2, 0.7, True),  # more accurate and tighter: the paper's finding
+        (0.6, 0.9, 0.2, 0.7, False),  # tighter but less accurate
+        (0.9, 0.6, 0.7, 0.2, False),  # more accurate but less distinct
+        (0.9, 0.9, 0.2, 0.7, False),  # a tie in accuracy is no evidence
+        (0.9, 0.6, float("nan"), 0.7, None),  # one GAN model: R within the group is not defined
+    ],
+)
+def test_distinctiveness_finding_by_hand(acc_gan, acc_l1, r_gan, r_l1, holds):
+    from desra.attribution.pipeline import distinctiveness_finding
+
+    finding = distinctiveness_finding(_finding_input(acc_gan, acc_l1, r_gan, r_l1))
+    assert finding["gan_vs_l1"]["holds"] is holds
+    assert finding["gan_vs_l1"]["accuracy"] == [acc_gan, acc_l1]
+    assert finding["x4_vs_x2"]["holds"] is False  # tied
+    missing = _finding_input(acc_gan, acc_l1, r_gan, r_l1)
+    del missing["cnn"]["crop"]["l1"]
+    assert distinctiveness_finding(missing)["gan_vs_l1"]["holds"] is None
+
+
+def test_report_prints_the_verdict_it_computed(experiment):
+    # The report's "GAN more distinctive" line states the verdict of the finding, whichever it is.
+    from desra.attribution.pipeline import distinctiveness_finding, report_markdown
+
+    _, _, result = experiment
+    verdicts = {True: "holds", False: "does not hold", None: "not measurable"}
+    for acc_gan, acc_l1, r_gan, r_l1, holds in [(0.9, 0.6, 0.2, 0.7, True), (0.6, 0.9, 0.2, 0.7, False),
+                                                (0.9, 0.6, float("nan"), 0.7, None)]:
+        changed = json.loads(json.dumps(result))
+        changed["cnn"]["crop"].update(_finding_input(acc_gan, acc_l1, r_gan, r_l1)["cnn"]["crop"])
+        changed["mean_r"].update({"gan": r_gan, "l1": r_l1})
+        changed["finding"] = distinctiveness_finding(changed)
+        line = next(x for x in report_markdown(changed).splitlines() if x.startswith("- GAN more distinctive than L1"))
+        assert line.startswith(f"- GAN more distinctive than L1: {verdicts[holds]} ("), line
+        assert f"CNN crop accuracy {acc_gan:.3f} vs {acc_l1:.3f}" in line
+    # A zoo without L1 models: not measurable, and the report still renders.
+    changed = json.loads(json.dumps(result))
+    del changed["cnn"]["crop"]["l1"]
+    changed["finding"] = distinctiveness_finding(changed)
+    assert "- GAN more distinctive than L1: not measurable (CNN crop accuracy" in report_markdown(changed)
+    # And the report written by the experiment says what its report.json found.
+    out = experiment[0] / "experiment"
+    holds = json.loads((out / "report.json").read_text())["finding"]["gan_vs_l1"]["holds"]
+    assert f"- GAN more distinctive than L1: {verdicts[holds]} (" in (out / "report.md").read_text()
