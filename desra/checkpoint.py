@@ -120,10 +120,16 @@ def _load_pickle(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        detail = _unpickler_detail(error)
+        if _not_an_opcode(detail):
+            # A byte no pickle protocol uses as an opcode: not a pickle at all (random or corrupt data).
+            raise CheckpointError(
+                f"{path} is not a readable PyTorch checkpoint (corrupt pickle stream: {detail}); "
+                "expected a .pth/.pt state dict saved by torch.save"
+            ) from None
         raise UnsafeCheckpointError(
             f"{path} is a pickle that would run code or build objects other than tensors when loaded "
-            f"({first}); desra loads checkpoints with weights_only=True and refused it, nothing ran. "
+            f"({detail}); desra loads checkpoints with weights_only=True and refused it, nothing ran. "
             "If you trust the file, convert it to .safetensors in its own environment."
         ) from None
     except Exception as error:  # noqa: BLE001 - random bytes reach the unpickler as IndexError, KeyError, ...
@@ -131,6 +137,26 @@ def _load_pickle(path: Path) -> Any:
             f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {_first_line(error)}); "
             "expected a .pth/.pt state dict saved by torch.save"
         ) from None
+
+
+def _not_an_opcode(detail: str) -> bool:
+    """Whether torch's 'Unsupported operand N' names a byte that is no pickle opcode (so not a refused instruction)."""
+    import pickletools
+    import re
+
+    match = re.match(r"Unsupported operand (\d+)", detail)
+    return bool(match) and chr(int(match.group(1))) not in {op.code for op in pickletools.opcodes}
+
+
+def _unpickler_detail(error: BaseException) -> str:
+    """The reason torch's weights-only unpickler gives, without its paragraphs of advice ("Unsupported global: ...")."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        rest = text.split(marker, 1)[1].strip()
+        line = rest.splitlines()[0].strip() if rest else ""
+        return (line.split(" was not an allowed global")[0] if line else "") or _first_line(error)
+    return _first_line(error)
 
 
 def _first_line(error: BaseException) -> str:

@@ -169,3 +169,14 @@ def test_random_bytes_are_a_checkpoint_error_not_an_internal_one(tmp_path):
         path.write_bytes(rng.bytes(int(rng.integers(8, 2048))))
         with pytest.raises(CheckpointError):
             read_state_dict(path)
+
+
+def test_bytes_that_are_no_pickle_are_not_called_unsafe(tmp_path):
+    # 0xF0 is no pickle opcode: the file is corrupt, not a pickle that "would run code".
+    from desra.errors import UnsafeCheckpointError
+
+    path = tmp_path / "noise.pth"
+    path.write_bytes(b"\xf0" * 256)
+    with pytest.raises(CheckpointError, match="corrupt pickle stream: Unsupported operand 240") as info:
+        read_state_dict(path)
+    assert not isinstance(info.value, UnsafeCheckpointError)
