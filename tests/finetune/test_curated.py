@@ -21,7 +21,11 @@ def test_items_hold_images_and_pseudo_gt(curated_set):
     np.testing.assert_allclose(arrays.pseudo_gt[arrays.mask], arrays.mse[arrays.mask], atol=1 / 255)
     np.testing.assert_allclose(arrays.pseudo_gt[~arrays.mask], arrays.gan[~arrays.mask], atol=1 / 255)
     assert item.mask_source == "file" and item.provenance == {"by": "test"}
-    assert curated.items()[3].labelled and curated.load(curated.items()[3].id).label is not None
+    assert curated.items()[3].labelled and not curated.items()[0].labelled
+    # The label stored is the one given (build_set labels the last item with its mask), not just any mask.
+    labelled = curated.load(curated.items()[3].id)
+    np.testing.assert_array_equal(labelled.label, labelled.mask)
+    assert labelled.label.any() and not labelled.label.all() and arrays.label is None
 
 
 def test_scale_mismatch_is_refused_when_added(curated_set, photo, item_maker):

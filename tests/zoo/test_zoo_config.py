@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -85,7 +86,23 @@ def test_heldout_psnr_handles_pixel_unshuffle_architectures():
 
     params = {"num_in_ch": 3, "num_out_ch": 3, "scale": 2, "num_feat": 4, "num_block": 1, "num_grow_ch": 4}
     psnr = heldout_psnr(get_arch("rrdbnet").build(params), 2, photos=("skimage:data/chelsea.png",), size_multiple=2)
-    assert 0 < psnr["chelsea"] < 60
+    assert np.isfinite(psnr["chelsea"]) and psnr["mean"] == psnr["chelsea"]
+    # A network whose output is known: pixel-unshuffle (odd sizes fail), shuffle back, nearest x2.
+    # Its table value is the PSNR of nearest upsampling on the photo cropped to 300x448 (a multiple
+    # of scale x size multiple = 4), worked out here on 8-bit values with the 4 px border cropped.
+    import torch
+
+    from desra.degradations import bicubic_lr
+    from desra.zoo import package_file, read_rgb
+
+    copy = torch.nn.Sequential(torch.nn.PixelUnshuffle(2), torch.nn.PixelShuffle(2), torch.nn.Upsample(scale_factor=2))
+    got = heldout_psnr(copy, 2, photos=("skimage:data/chelsea.png",), size_multiple=2)["chelsea"]
+    hr = read_rgb(package_file("skimage:data/chelsea.png"))[:300, :448]
+    hr_t = torch.from_numpy(np.ascontiguousarray(hr.transpose(2, 0, 1)))[None]
+    sr = torch.nn.functional.interpolate(bicubic_lr(hr_t, 2), scale_factor=2, mode="nearest").clamp(0, 1)
+    diff = ((sr * 255).round() - (hr_t * 255).round())[..., 4:-4, 4:-4].double()
+    assert got == pytest.approx(10 * np.log10(255.0**2 / (diff**2).mean().item()), abs=1e-6)
+    assert 20 < got < 40  # nearest upsampling of a x2 photo, a plausible figure
 
 
 def test_nearest_upsampling_psnr_flags_a_network_that_copies_its_input():
