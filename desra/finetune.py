@@ -352,6 +352,9 @@ def _finetune(config: FinetuneConfig, info, *, resume: bool, on_event) -> Finetu
     def preview(iteration: int, ema) -> dict[str, float]:
         return _write_previews(ema, val_items, data.scale, out / "previews" / f"iter_{iteration:06d}", device)
 
+    from desra.lineage import LINEAGE_KEY, current_command, make_lineage, metadata_of_file, weights_sha256
+
+    start_sha256 = weights_sha256(gan.module)  # train() changes gan.module in place
     result = train(
         config.train_config(), gan.module, discriminator, make_batch_fn(data, config.batch, config.seed), out,
         resume=resume, on_event=on_event, preview_fn=preview,
@@ -361,10 +364,17 @@ def _finetune(config: FinetuneConfig, info, *, resume: bool, on_event) -> Finetu
         descriptor = dataclasses.replace(gan.descriptor, name=f"{gan.descriptor.name}-desra", role="gan", source="")
         extra = {"finetuned_from": gan.descriptor.name, "set": str(curated.root), "iterations": result.iterations,
                  "finetune": dataclasses.asdict(config)}
-        save_model(model_path, result.ema, descriptor, extra_metadata=extra)
+        recipe = {"command": current_command(), "config": dataclasses.asdict(config), "iterations": result.iterations, "set": str(curated.root)}
+
+        def lineage(weights) -> dict[str, Any]:
+            return make_lineage("finetune", weights, source_sha256=start_sha256, source_name=gan.descriptor.name, recipe=recipe,
+                                source_metadata=metadata_of_file(gan.descriptor.source))
+
+        save_model(model_path, result.ema, descriptor, extra_metadata={**extra, LINEAGE_KEY: lineage(result.ema)})
         # The raw (non-EMA) weights too: after ~1000 iterations an EMA of decay 0.999 still holds
         # 0.999^1000 = 37 % of the starting weights, so users may want to compare both.
-        save_model(out / "generator.safetensors", result.generator, descriptor, extra_metadata={**extra, "weights": "raw"})
+        save_model(out / "generator.safetensors", result.generator, descriptor,
+                   extra_metadata={**extra, "weights": "raw", LINEAGE_KEY: lineage(result.generator)})
         save_basicsr(basicsr_path, result.ema, key="params_ema")
         save_basicsr(out / "discriminator_basicsr.pth", discriminator, key="params")
         atomic_write_text(options, basicsr_options(config, descriptor, disc_info, out, data.scale))

@@ -44,6 +44,8 @@ class DataConfig:
     """Number of procedural dead-leaves images added to the photos."""
     dead_leaves_size: int = 384
     """Side of each dead-leaves image in pixels."""
+    dead_leaves_offset: int = 0
+    """Index of the first dead-leaves image: configs on disjoint data take disjoint index ranges of one seed."""
     patch: int = 128
     """HR crop side in pixels (a multiple of the scale); a stage may set its own ``patch``."""
     batch: int = 8
@@ -104,12 +106,14 @@ def load_zoo_config(path: str | Path) -> ZooConfig:
     if scale not in (2, 3, 4) or not isinstance(seed, int):
         raise ConfigError(f"zoo config {path}: scale must be 2, 3 or 4 and seed an integer; got scale={scale!r}, seed={seed!r}")
     data_raw = dict(raw["data"])
-    data_unknown = sorted(set(data_raw) - {"photos", "dead_leaves", "dead_leaves_size", "patch", "batch"})
+    data_unknown = sorted(set(data_raw) - {"photos", "dead_leaves", "dead_leaves_size", "dead_leaves_offset", "patch", "batch"})
     if data_unknown:
         raise ConfigError(f"zoo config {path}: unknown data option(s) {data_unknown}")
     data = DataConfig(**{**data_raw, "photos": tuple(data_raw.get("photos") or ())})
     if data.patch % scale:
         raise ConfigError(f"zoo config {path}: data.patch {data.patch} is not a multiple of scale {scale}")
+    if len(set(data.photos)) != len(data.photos) or data.dead_leaves < 0 or data.dead_leaves_offset < 0:
+        raise ConfigError(f"zoo config {path}: data.photos lists a photo twice or dead_leaves/dead_leaves_offset is negative; list each photo once")
     if not data.photos and not data.dead_leaves:
         raise ConfigError(f"zoo config {path}: data lists no photos and no dead_leaves images; give at least one source")
     held = sorted(set(data.photos) & set(HELDOUT_PHOTOS))
@@ -202,10 +206,25 @@ def dead_leaves(size: int, seed: int) -> np.ndarray:
     return image
 
 
+def dead_leaves_indices(data: DataConfig) -> range:
+    """Indices of the dead-leaves images a config trains on (image i of seed s is drawn from seed s * 1000 + i)."""
+    return range(data.dead_leaves_offset, data.dead_leaves_offset + data.dead_leaves)
+
+
+def training_sources(data: DataConfig) -> tuple[str, ...]:
+    """Every HR source a config trains on: its photos, then 'dead_leaves[i]@SIZE' per procedural image (the seed draws their content)."""
+    return (*data.photos, *(f"dead_leaves[{i}]@{data.dead_leaves_size}" for i in dead_leaves_indices(data)))
+
+
+def training_facts(config: ZooConfig) -> dict[str, Any]:
+    """{"hr": training_sources, "degradation": every DegradationConfig field}: what desra.fingerprint.relations compares."""
+    return {"hr": list(training_sources(config.data)), "degradation": dict(sorted(config.degradation.__dict__.items()))}
+
+
 @functools.lru_cache(maxsize=8)
 def _training_images(data: DataConfig, seed: int) -> tuple[np.ndarray, ...]:
     images = [read_rgb(package_file(spec)) for spec in data.photos]
-    images += [dead_leaves(data.dead_leaves_size, seed * 1000 + i) for i in range(data.dead_leaves)]
+    images += [dead_leaves(data.dead_leaves_size, seed * 1000 + i) for i in dead_leaves_indices(data)]
     small = [spec for spec, im in zip(data.photos, images, strict=False) if min(im.shape[:2]) < data.patch]
     if small:
         raise DatasetError(f"training photos {small} are smaller than the {data.patch} px patch; drop them or lower data.patch")
@@ -369,6 +388,7 @@ def train_zoo_model(
     first into the same ``out``).
     """
     from desra.checkpoint import describe, read_state_dict, save_discriminator, save_model
+    from desra.lineage import LINEAGE_KEY, current_command, make_lineage
 
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; expected one of {STAGES}")
@@ -378,6 +398,7 @@ def train_zoo_model(
     train_config = config.stages[stage]
     generator = build_generator(config)
     discriminator = None
+    source_state, source_metadata = None, None
     if stage == "gan":
         parent = exported_path(out, config, "mse")
         if not parent.is_file():
@@ -385,8 +406,9 @@ def train_zoo_model(
                 f"the gan stage starts from {parent}, which does not exist; run "
                 f"`desra zoo train --stage mse --config {config.source} --out {out}` first"
             )
-        state, _ = read_state_dict(parent)
+        state, source_metadata = read_state_dict(parent)
         generator.load_state_dict(state)
+        source_state = state
         discriminator = build_discriminator(config)
     started = time.time()
     result: TrainResult = train_config_run(train_config, generator, discriminator, config, out, stage, resume, on_event)
@@ -404,8 +426,14 @@ def train_zoo_model(
         "command": command,
         "heldout_psnr_bicubic": {k: round(v, 3) for k, v in psnr.items()},
         "nearest_upsampling_psnr": round(copy_psnr, 2),
+        "training": training_facts(config),
     }
-    weights_path = save_model(exported_path(out, config, stage), result.ema.cpu(), descriptor, extra_metadata=provenance)
+    lineage = make_lineage(
+        "zoo-train", result.ema, source=source_state, source_name=f"{config.name}-mse" if stage == "gan" else None,
+        recipe={"command": command or current_command(), "config": config.source, "stage": stage, "iterations": result.iterations, "seed": config.seed},
+        source_metadata=source_metadata,
+    )
+    weights_path = save_model(exported_path(out, config, stage), result.ema.cpu(), descriptor, extra_metadata={**provenance, LINEAGE_KEY: lineage})
     losses = result.losses or _last_losses(stage_dir(out, stage))  # a resume of a finished run trains nothing
     summary = {**provenance, "weights": str(weights_path), "losses": losses, "wall_s_total": _total_wall(stage_dir(out, stage))}
     if stage == "gan":
@@ -489,7 +517,7 @@ def write_model_card(out: Path, config: ZooConfig, stage: str, summary: dict[str
         f"({platform.processor() or platform.machine()}, torch threads {_threads()}, Python {sys.version.split()[0]})",
         f"- **Data**: {len(config.data.photos)} packaged photos read from installed packages "
         f"({', '.join(config.data.photos)}) + {config.data.dead_leaves} dead-leaves images "
-        f"({config.data.dead_leaves_size} px); held-out photos never used: {', '.join(HELDOUT_PHOTOS)}",
+        f"({config.data.dead_leaves_size} px, indices {list(dead_leaves_indices(config.data))} of seed {config.seed}); held-out photos never used: {', '.join(HELDOUT_PHOTOS)}",
         "- **Degradation**: Real-ESRGAN second-order (blur/sinc, resize, Gaussian/Poisson noise, JPEG, twice; "
         f"final sinc + resize + JPEG), options {json.dumps(_nondefault(config.degradation))} over Real-ESRGAN's defaults",
         "",

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
-DEFAULT_ROOT = Path("runs/attribution")
-DEFAULT_CONFIGS = Path("configs/attribution")
+ZOOS = {
+    "large": (Path("configs/attribution-large"), Path("runs/attribution-large")),
+    "tiny": (Path("configs/attribution"), Path("runs/attribution")),
+}
+"""--zoo choices -> (folder of zoo configs, output root). 'large' (issue 16: with data-disjoint halves) is the default."""
+DEFAULT_ZOO = "large"
+DEFAULT_CONFIGS, DEFAULT_ROOT = ZOOS[DEFAULT_ZOO]
+
+
+def zoo_paths(args) -> tuple[Path, Path]:
+    """(configs folder, root) of parsed ``args``: --configs / --root where given, else those of --zoo."""
+    configs, root = ZOOS[args.zoo]
+    return (getattr(args, "configs", None) or configs), (args.root or root)
+
+
+def _add_zoo(parser) -> None:
+    parser.add_argument("--zoo", choices=sorted(ZOOS), default=DEFAULT_ZOO,
+                        help="which zoo: large = configs/attribution-large -> runs/attribution-large (default), "
+                             "tiny = configs/attribution -> runs/attribution")
 
 
 def register(subparsers) -> None:
@@ -15,13 +33,15 @@ def register(subparsers) -> None:
     sub = group.add_subparsers(dest="attribute_command", metavar="SUBCOMMAND", required=True)
 
     build = sub.add_parser("build-zoo", help="train the attribution zoo (desra zoo train per config and stage) and render its SR dataset")
-    build.add_argument("--configs", type=Path, default=DEFAULT_CONFIGS, help=f"folder of zoo YAML files (default {DEFAULT_CONFIGS})")
-    build.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=f"output root: zoo/ and dataset/ go here (default {DEFAULT_ROOT})")
+    _add_zoo(build)
+    build.add_argument("--configs", type=Path, default=None, help=f"folder of zoo YAML files (default: the --zoo's, {DEFAULT_CONFIGS})")
+    build.add_argument("--root", type=Path, default=None, help=f"output root: zoo/ and dataset/ go here (default: the --zoo's, {DEFAULT_ROOT})")
     build.add_argument("--device", default="cpu", help="device for rendering the dataset (default cpu)")
     build.set_defaults(func=_build_zoo)
 
     train = sub.add_parser("train", help="fit PRNU fingerprints + train the classifier; write the report, R(A,B) plot and t-SNE")
-    train.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=f"root holding dataset/; results go to ROOT/experiment (default {DEFAULT_ROOT})")
+    _add_zoo(train)
+    train.add_argument("--root", type=Path, default=None, help=f"root holding dataset/; results go to ROOT/experiment (default: the --zoo's, {DEFAULT_ROOT})")
     train.add_argument("--iterations", type=int, default=2000, help="classifier training steps (default 2000, ~15 min on one CPU core)")
     train.add_argument("--seed", type=int, default=0, help="classifier seed (default 0)")
     train.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -29,7 +49,9 @@ def register(subparsers) -> None:
 
     predict = sub.add_parser("predict", help="rank the zoo models for an SR image; parse its scale and loss")
     predict.add_argument("image", type=Path, help="SR image (PNG/JPEG), at least 64x64")
-    predict.add_argument("--experiment", type=Path, default=DEFAULT_ROOT / "experiment", help="folder written by `desra attribute train`")
+    _add_zoo(predict)
+    predict.add_argument("--root", type=Path, default=None, help=argparse.SUPPRESS)
+    predict.add_argument("--experiment", type=Path, default=None, help=f"folder written by `desra attribute train` (default: the --zoo's ROOT/experiment, {DEFAULT_ROOT / 'experiment'})")
     predict.add_argument("--top", type=int, default=5, help="models to show (default 5)")
     predict.add_argument("--json", action="store_true", help="print the full result as JSON")
     predict.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -60,10 +82,11 @@ def _build_zoo(args) -> int:
     from desra.errors import ConfigError, DesraError
     from desra.zoo import exported_path, load_zoo_config
 
-    configs = sorted(Path(args.configs).glob("*.yaml"))
+    configs_dir, root = zoo_paths(args)
+    configs = sorted(Path(configs_dir).glob("*.yaml"))
     if not configs:
-        raise ConfigError(f"no zoo configs (*.yaml) in {args.configs}; pass --configs FOLDER")
-    zoo_dir = args.root / "zoo"
+        raise ConfigError(f"no zoo configs (*.yaml) in {configs_dir}; pass --configs FOLDER or --zoo tiny|large")
+    zoo_dir = root / "zoo"
     for path in configs:
         config = load_zoo_config(path)
         out = zoo_dir / config.name
@@ -78,7 +101,7 @@ def _build_zoo(args) -> int:
                 raise DesraError(f"`desra zoo train --stage {stage} --config {path}` failed; see its output above, fix and rerun build-zoo (finished models are kept)")
     members = zoo_members(configs, zoo_dir)
     update = _bar_progress()
-    manifest = render_dataset(members, args.root / "dataset", device=args.device, progress=lambda d, t: update("rendering SR outputs", d, t))
+    manifest = render_dataset(members, root / "dataset", device=args.device, progress=lambda d, t: update("rendering SR outputs", d, t))
     print(f"{len(members)} zoo models; dataset manifest {manifest}")
     return 0
 
@@ -90,8 +113,9 @@ def _train(args) -> int:
     from desra.attribution.pipeline import ExperimentConfig, report_markdown, run_experiment
 
     config = ExperimentConfig(classifier=dataclasses.replace(ClassifierConfig(), iterations=args.iterations, seed=args.seed))
-    out = args.root / "experiment"
-    result = run_experiment(args.root / "dataset", out, config, device=args.device, progress=_bar_progress())
+    root = zoo_paths(args)[1]
+    out = root / "experiment"
+    result = run_experiment(root / "dataset", out, config, device=args.device, progress=_bar_progress())
     print(report_markdown(result))
     print(f"wrote {out}/report.json, report.md, attribution-r-matrix.png, attribution-tsne.png, classifier.safetensors, prnu.npz")
     return 0
@@ -104,7 +128,7 @@ def _predict(args) -> int:
     from desra.imageio import read_image
 
     image = read_image(args.image).rgb
-    result = attribute_image(image, args.experiment, device=args.device)
+    result = attribute_image(image, args.experiment or zoo_paths(args)[1] / "experiment", device=args.device)
     if args.json:
         print(json.dumps(dataclasses.asdict(result)))
         return 0

@@ -49,7 +49,8 @@ def register(subparsers) -> None:
     ver = sub.add_parser("verify", help="is SUSPECT derived from the registered model NAME?")
     ver.add_argument("suspect", help="checkpoint file or registered model id")
     ver.add_argument("--against", required=True, help="registered fingerprint name")
-    ver.add_argument("--json", action="store_true", help='print {"match", "distance", "eta", "p_value"} as JSON')
+    ver.add_argument("--json", action="store_true", help='print {"match", "distance", "eta", "p_value", "lineage", "lineage_check"} as JSON '
+                     "(lineage: what the suspect's metadata claims; it never changes the verdict)")
     _add_test(ver)
     _add_common(ver)
     ver.set_defaults(func=_verify)
@@ -129,14 +130,18 @@ def _print_verdict(label: str, verdict) -> None:
 
 def _verify(args) -> int:
     from desra.checkpoint import load_model
-    from desra.fingerprint.pipeline import verify_model
+    from desra.fingerprint.pipeline import lineage_report, verify_model
 
     model = load_model(args.suspect, device=args.device)
     result = verify_model(model, _registry(args), args.against, sigma=args.sigma, p=args.p, device=args.device, progress=_progress("critical image"))
+    # The verdict is computed before, and without, the metadata; the lineage is only shown beside it.
+    report = lineage_report(model, result)
     if args.json:
-        print(json.dumps(result.verdict.to_json()))
+        print(json.dumps({**result.verdict.to_json(), **report.to_json()}))
     else:
         _print_verdict(f"{args.suspect} vs {args.against}", result.verdict)
+        for line in report.lines():
+            print(f"  {line}")
     return 0
 
 
@@ -168,24 +173,25 @@ def _attack(args) -> int:
 
     results = attack_suite(model, source, attacks=attacks, finetune_iterations=args.finetune_iterations, device=args.device, progress=progress)
     if args.out is not None:
+        from desra.fingerprint.attacks import attack_recipe
+        from desra.fingerprint.pipeline import ATTACK_PHOTOS
+        from desra.lineage import LINEAGE_KEY, current_command, make_lineage, metadata_of_file
+
         args.out.mkdir(parents=True, exist_ok=True)
+        source_metadata = metadata_of_file(model.descriptor.source)
         for item in results:
-            save_model(args.out / f"{model.descriptor.name}-{item.attack}.safetensors", item.module, model.descriptor, extra_metadata={"attack": item.attack})
+            recipe = {"command": current_command(), **attack_recipe(item.attack, finetune_iterations=args.finetune_iterations,
+                                                                     photos=[f"skimage:{p}" for p in ATTACK_PHOTOS])}
+            lineage = make_lineage("attack", item.module, source=model.module, source_name=model.descriptor.name, recipe=recipe,
+                                   source_metadata=source_metadata)
+            save_model(args.out / f"{model.descriptor.name}-{item.attack}.safetensors", item.module, model.descriptor,
+                       extra_metadata={"attack": item.attack, LINEAGE_KEY: lineage})
     if args.json:
         print(json.dumps({item.attack: item.result.verdict.to_json() for item in results}))
     else:
         for item in results:
             _print_verdict(f"{item.attack:9s}", item.result.verdict)
     return 0 if all(item.result.verdict.match for item in results) else 3
-
-
-def _lineage(model: str) -> str | None:
-    """The zoo config a checkpoint file was exported from (its GAN stage starts from its MSE stage), or None."""
-    from desra.checkpoint import read_state_dict
-
-    if not Path(model).is_file():
-        return None
-    return (read_state_dict(Path(model))[1] or {}).get("extra", {}).get("config")
 
 
 def _read_rows(path: Path | None) -> list[dict]:
@@ -213,10 +219,11 @@ def _crosscheck(args) -> int:
 
     from desra.checkpoint import load_model
     from desra.fingerprint.pipeline import cross_check
+    from desra.fingerprint.relations import DECIDING, DERIVED, format_table, model_facts, relation, relation_table
 
     attacks = _parse_attacks(args.attacks, allow_none=True)
     models = [load_model(m, device=args.device) for m in args.models]
-    lineages = [_lineage(m) for m in args.models]
+    facts = [model_facts(m) for m in models]
     config = _critical_config(args)
     bars: dict[str, object] = {}
 
@@ -237,17 +244,24 @@ def _crosscheck(args) -> int:
     )
     n = len(check.names)
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    # Two stages of one zoo config are not independent: the GAN model is fine-tuned from the MSE model.
-    derived = [(i, j) for i, j in pairs if lineages[i] is not None and lineages[i] == lineages[j]]
-    independent = [pair for pair in pairs if pair not in derived]
+    kinds = {(i, j): relation(facts[i], facts[j]) for i, j in pairs}
+    # Pairs of a recorded lineage (both stages of one zoo config, a fine-tune and its source) are derived;
+    # only other data, architecture or scale decide the verdict (issue 16). Seed siblings get their own row.
+    derived = [pair for pair in pairs if kinds[pair] == DERIVED]
+    independent = [pair for pair in pairs if kinds[pair] in DECIDING]
     confused = [(check.names[i], check.names[j]) for i, j in independent if check.distances[i, j] < check.eta]
     failed = [(m, a) for m, verdicts in check.attacks.items() for a, v in verdicts.items() if not v.match]
+    table = relation_table(facts, check.distances, check.eta, {m: {a: v.distance for a, v in vs.items()} for m, vs in check.attacks.items()})
     if args.json:
         print(json.dumps({
             "names": list(check.names),
             "distances": check.distances.tolist(),
             "eta": check.eta,
             "matching_pairs": [(check.names[i], check.names[j]) for i, j in pairs if check.distances[i, j] < check.eta],
+            "pairs": [{"pair": [check.names[i], check.names[j]], "relation": kinds[i, j], "distance": check.distances[i, j],
+                       "match": bool(check.distances[i, j] < check.eta)} for i, j in pairs],
+            "relations": [row.to_json() for row in table],
+            "deciding_relations": list(DECIDING),
             "derived_pairs": [{"pair": [check.names[i], check.names[j]], "distance": check.distances[i, j], "match": bool(check.distances[i, j] < check.eta)} for i, j in derived],
             "independent_pairs": len(independent),
             "independent_confused": confused,
@@ -256,8 +270,10 @@ def _crosscheck(args) -> int:
         }))
         return 0 if not (failed or confused) else 3
     smallest = min((check.distances[i, j] for i, j in independent), default=None)
-    print(f"eta = {check.eta:.3e}; smallest distance between independent models: " + (f"{smallest:.3e}" if smallest is not None else "n/a"))
+    print(f"eta = {check.eta:.3e}; smallest distance between independent models ({', '.join(DECIDING)}): " + (f"{smallest:.3e}" if smallest is not None else "n/a"))
     print(f"independent pairs judged derived: {len(confused)}/{len(independent)}" + (": " + ", ".join(f"{a} ~ {b}" for a, b in confused) if confused else ""))
+    for line in format_table(table, check.eta):
+        print(line)
     for i, j in derived:
         verdict = "match" if check.distances[i, j] < check.eta else "no match"
         print(f"derived pair {check.names[i]} -> {check.names[j]}: d={check.distances[i, j]:.3e} ({verdict})")

@@ -108,6 +108,18 @@ def finetune(
     return tuned.eval()
 
 
+def attack_recipe(name: str, *, finetune_iterations: int = 500, photos: Sequence[str] = ()) -> dict:
+    """The settings of attack ``name`` as a lineage recipe (desra.lineage): what an attacked checkpoint records."""
+    if name == "prune":
+        return {"attack": name, "fraction": 0.05, "scope": "global, tensors with ndim > 1"}
+    if name == "int8":
+        return {"attack": name, "levels": 255, "scale": "max|w| / 127 per tensor", "stored": "dequantised"}
+    if name == "finetune":
+        return {"attack": name, "iterations": finetune_iterations, "lr": 1e-6, "loss": "mse", "batch": 4, "patch": 64, "seed": 0,
+                "lr_input": "area", "photos": list(photos)}
+    raise ConfigError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
+
+
 def apply_attack(name: str, module, scale: int, images: Sequence[np.ndarray], *, seed: int = 0, device: str = "cpu", progress=None):
     """Apply the attack called ``name`` (one of :data:`ATTACKS`) with the paper's settings; returns the modified copy."""
     if name == "prune":

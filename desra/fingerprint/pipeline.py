@@ -50,10 +50,12 @@ def fingerprint_model(
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> FingerprintRecord:
-    """Extract the critical image of an ``SRModel`` and wrap it with its 30-D features as a record."""
+    """Extract the critical image of an ``SRModel`` and wrap it with its 30-D features (and its weights' sha256) as a record."""
+    from desra.lineage import weights_sha256
+
     scale = int(model.descriptor.scale)
     critical = critical_image(model.module, scale, config, device=device, progress=progress)
-    return make_record(name, critical, scale, config.to_dict(), source)
+    return make_record(name, critical, scale, config.to_dict(), source, weights_sha256(model.module))
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,37 @@ def verify_model(
     """Verify a loaded ``SRModel`` against the fingerprint registered as ``against`` in ``registry``."""
     source = get_fingerprint(registry, against)
     return verify_module(model.module, int(model.descriptor.scale), source, sigma=sigma, p=p, device=device, progress=progress)
+
+
+@dataclass(frozen=True)
+class LineageReport:
+    """A suspect's recorded lineage beside its fingerprint verdict; never an input to the verdict."""
+
+    lineage: object
+    """The :class:`desra.lineage.Lineage` its metadata records, or None."""
+    check: object
+    """:class:`desra.lineage.LineageCheck`: the claim against the verdict."""
+
+    def to_json(self) -> dict:
+        """{"lineage": ... | None, "lineage_check": {"status", "message", "note"}}."""
+        return {"lineage": self.lineage.to_json() if self.lineage else None, "lineage_check": self.check.to_json()}
+
+    def lines(self) -> list[str]:
+        """Text lines for the CLI and the dashboard: the claim, the check, the forgery note."""
+        from desra.lineage import FORGERY_NOTE, describe_lineage
+
+        claim = describe_lineage(self.lineage) if self.lineage else "none recorded"
+        return [f"lineage (metadata): {claim}", f"lineage check: {self.check.status}: {self.check.message}", f"note: {FORGERY_NOTE}"]
+
+
+def lineage_report(model, result: SuspectResult) -> LineageReport:
+    """What the suspect ``SRModel``'s metadata says about its lineage, checked against ``result`` (the verdict stays as it is)."""
+    from desra.lineage import check_lineage, lineage_of_file, weights_sha256
+
+    lineage = lineage_of_file(model.descriptor.source)
+    check = check_lineage(lineage, weights_sha256(model.module), match=result.verdict.match, source_name=result.source.name,
+                          source_sha256=result.source.weights_sha256)
+    return LineageReport(lineage=lineage, check=check)
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,8 @@ class FingerprintRecord:
     """Where the model came from (path or registry id)."""
     created: float
     """Unix time of registration."""
+    weights_sha256: str = ""
+    """sha256 of the source model's weights (desra.lineage.weights_sha256); '' for records registered before it was kept."""
 
 
 def registry_path(workspace: Path) -> Path:
@@ -113,6 +115,10 @@ def _connect(path: Path) -> sqlite3.Connection:
         "critical BLOB NOT NULL, side INTEGER NOT NULL, scale INTEGER NOT NULL, config TEXT NOT NULL, "
         "source TEXT NOT NULL, created REAL NOT NULL)"
     )
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(fingerprints)")}
+    if "weights_sha256" not in columns:
+        # Registries written before lineage checks lack the column; their records read back with ''.
+        connection.execute("ALTER TABLE fingerprints ADD COLUMN weights_sha256 TEXT NOT NULL DEFAULT ''")
     return connection
 
 
@@ -128,6 +134,7 @@ def register_fingerprint(path: Path, record: FingerprintRecord, *, replace: bool
         json.dumps(record.config, sort_keys=True),
         record.source,
         record.created,
+        record.weights_sha256,
     )
     with _connect(Path(path)) as connection:
         exists = connection.execute("SELECT 1 FROM fingerprints WHERE name = ?", (record.name,)).fetchone()
@@ -136,7 +143,10 @@ def register_fingerprint(path: Path, record: FingerprintRecord, *, replace: bool
                 f"a fingerprint named {record.name!r} is already registered in {path}; "
                 "choose another --name or pass --replace"
             )
-        connection.execute("INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+        connection.execute(
+            "INSERT OR REPLACE INTO fingerprints (name, features, critical, side, scale, config, source, created, weights_sha256) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row,
+        )
 
 
 def list_fingerprints(path: Path) -> list[str]:
@@ -153,7 +163,7 @@ def get_fingerprint(path: Path, name: str) -> FingerprintRecord:
     if Path(path).exists():
         with _connect(Path(path)) as connection:
             row = connection.execute(
-                "SELECT name, features, critical, side, scale, config, source, created FROM fingerprints WHERE name = ?",
+                "SELECT name, features, critical, side, scale, config, source, created, weights_sha256 FROM fingerprints WHERE name = ?",
                 (name,),
             ).fetchone()
     if row is None:
@@ -162,7 +172,7 @@ def get_fingerprint(path: Path, name: str) -> FingerprintRecord:
             f"no fingerprint named {name!r} in {path}; registered: {known}. "
             "Register one with `desra fingerprint register MODEL --name NAME`"
         )
-    name, features, critical, side, scale, config, source, created = row
+    name, features, critical, side, scale, config, source, created, weights = row
     return FingerprintRecord(
         name=name,
         features=np.asarray(json.loads(features), dtype=np.float64),
@@ -171,10 +181,11 @@ def get_fingerprint(path: Path, name: str) -> FingerprintRecord:
         config=json.loads(config),
         source=source,
         created=created,
+        weights_sha256=weights,
     )
 
 
-def make_record(name: str, critical: np.ndarray, scale: int, config: dict, source: str) -> FingerprintRecord:
+def make_record(name: str, critical: np.ndarray, scale: int, config: dict, source: str, weights_sha256: str = "") -> FingerprintRecord:
     """A :class:`FingerprintRecord` for a freshly extracted (S, S, 3) critical image."""
     from desra.fingerprint.features import fingerprint_features
 
@@ -186,4 +197,5 @@ def make_record(name: str, critical: np.ndarray, scale: int, config: dict, sourc
         config=dict(config),
         source=source,
         created=time.time(),
+        weights_sha256=weights_sha256,
     )

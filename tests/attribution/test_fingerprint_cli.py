@@ -34,7 +34,8 @@ def test_register_verify_json_and_attack(tmp_path, checkpoints, capsys):
 
     assert main(["fingerprint", "verify", str(checkpoints[1]), "--against", "mine", "--json", *ws]) == 0
     same = json.loads(capsys.readouterr().out)
-    assert list(same) == ["match", "distance", "eta", "p_value"]
+    assert list(same) == ["match", "distance", "eta", "p_value", "lineage", "lineage_check"]
+    assert same["lineage"] is None and same["lineage_check"]["status"] == "none"
     assert same["match"] is True and same["distance"] == 0.0
     assert same["eta"] == pytest.approx(1.387e-4, rel=1e-3)
 
@@ -75,10 +76,10 @@ def test_crosscheck_writes_rows_and_resumes(tmp_path, capsys):
     from desra.archs import get_arch
     from desra.checkpoint import describe, save_model
 
-    params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 4, "act_type": "prelu"}
     paths = []
-    # a and b stand for the MSE and GAN stage of one zoo config; c is independent
-    for seed, name, lineage in ((1, "a", "zoo-1.yaml"), (1, "b", "zoo-1.yaml"), (2, "c", "zoo-2.yaml")):
+    # a and b stand for the MSE and GAN stage of one zoo config; c, another scale, is independent
+    for seed, name, lineage, scale in ((1, "a", "zoo-1.yaml", 4), (1, "b", "zoo-1.yaml", 4), (2, "c", "zoo-2.yaml", 2)):
+        params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": scale, "act_type": "prelu"}
         torch.manual_seed(seed)
         paths.append(save_model(tmp_path / f"{name}.safetensors", get_arch("srvgg").build(params),
                                 describe("srvgg", params, name=name), extra_metadata={"config": lineage}))
@@ -93,6 +94,7 @@ def test_crosscheck_writes_rows_and_resumes(tmp_path, capsys):
     # identical weights in one lineage are a derived pair that matches; a-c and b-c are the independent pairs
     assert first["derived_pairs"] == [{"pair": ["a", "b"], "distance": 0.0, "match": True}]
     assert first["independent_pairs"] == 2 and first["independent_confused"] == []
+    assert {r["relation"]: (r["pairs"], r["told_apart"]) for r in first["relations"]} == {"other scale": (2, 2), "derived": (1, 0)}
     assert all(v["match"] for verdicts in first["attacks"].values() for v in verdicts.values())
 
     # cut short mid-write: four finished rows and half a line; the rerun redoes only what is missing
