@@ -195,7 +195,7 @@ def run(args) -> int:
     from desra.atomic import atomic_write_text
     from desra.detect import detect_artifacts, detect_lr
     from desra.errors import ConfigError, DesraError
-    from desra.imageio import list_images, read_image, write_image
+    from desra.imageio import list_images, list_unsupported_images, read_image, write_image
 
     started = time.time()
     config = config_from_args(args)
@@ -208,7 +208,8 @@ def run(args) -> int:
         if not lr.exists():
             raise DesraError(f"--lr {lr} does not exist")
         jobs = [(p.stem, p, None) for p in (list_images(lr) if lr.is_dir() else [lr])]
-        failures: list[tuple[str, str]] = []
+        # Images in formats desra does not read (an animated GIF, ...) are listed as failures, not skipped quietly.
+        failures: list[tuple[str, str]] = [(p.stem, reason) for p, reason in list_unsupported_images(lr)] if lr.is_dir() else []
         inputs = {"lr": str(lr), "mse_model": mse_model.descriptor.name, "gan_model": gan_model.descriptor.name,
                   "pair": args.pair}
     elif args.mse and args.gan:
@@ -218,7 +219,8 @@ def run(args) -> int:
     else:
         raise ConfigError("nothing to detect: give --mse and --gan, or --lr with --pair / --mse-model and --gan-model")
     if not jobs:
-        raise DesraError(f"no images found in {args.lr or args.gan}")
+        unread = f" ({len(failures)} file(s) in formats desra does not read: {failures[0][1]})" if failures else ""
+        raise DesraError(f"no images found in {args.lr or args.gan}{unread}")
     segmenter, note, weights = semantics_from_args(args, pair_weights)
     out.mkdir(parents=True, exist_ok=True)
     images = []

@@ -156,3 +156,17 @@ def test_pillow_truncation_guard_is_kept(tmp_path, photo):
         assert ImageFile.LOAD_TRUNCATED_IMAGES is False
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def test_detect_lists_an_animated_gif_among_the_failures(tmp_path, photo, desra_cli):
+    folder = tmp_path / "lr"
+    folder.mkdir()
+    first, second = _frames(photo)
+    first.save(folder / "anim.gif", save_all=True, append_images=[second])
+    first.save(folder / "still.png")
+    result = desra_cli("detect", "--lr", folder, "--pair", "desra-demo-x4", "--segmenter", "none",
+                       "--out", tmp_path / "out")
+    assert "internal error" not in result.stderr
+    assert "desra: failed: anim: GIF images are not read by desra" in result.stderr, result.stderr[-2000:]
+    report = (tmp_path / "out" / "report.json").read_text()
+    assert '"name": "anim"' in report and "still" in report
