@@ -165,6 +165,20 @@ def test_kill_9_then_resume_ends_at_the_same_iteration(shared_set, tiny_models, 
     # The resumed process continued after the last checkpoint instead of starting again.
     logged = [e["iter"] for e in events if "losses" in e]
     assert logged.count(5) == 1 and logged[-1] == 60
+    # And it ended where an uninterrupted run of the same command ends: same weights, EMA and
+    # discriminator (the data order, optimiser state and RNG were all restored).
+    import torch
+
+    from desra.training import load_checkpoint
+
+    straight = tmp_path / "straight"
+    whole = subprocess.run([*argv[:-1], str(straight)], capture_output=True, text=True, timeout=600, env=env)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    resumed, uninterrupted = (load_checkpoint(d / "ckpt" / "iter_000060.pt") for d in (out, straight))
+    for key in ("generator", "ema", "discriminator"):
+        assert resumed[key].keys() == uninterrupted[key].keys()
+        for name, tensor in resumed[key].items():
+            torch.testing.assert_close(tensor, uninterrupted[key][name], rtol=0, atol=1e-6, msg=f"{key}.{name}")
     # Without --resume the finished run refuses to be overwritten.
     again = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
     assert again.returncode == 2 and "--resume" in again.stderr
