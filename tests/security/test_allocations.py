@@ -211,25 +211,25 @@ def test_pillow_bomb_guard_stays_on_after_labelme(tmp_path, make_png, labelme_fi
         Image.open(bomb)
 
 
-def test_dashboard_upload_path_meets_the_output_bound(tmp_path, make_png, limited_python):
-    # The dashboard's detect tab reads an upload with read_image and calls detect_lr -> upscale: the same check.
+def test_dashboard_detect_upload_meets_the_output_bound(tmp_path, make_png, limited_python):
+    # The Detect tab's own handler, as Gradio calls it for an upload: read_image, then detect_lr -> upscale.
     source = make_png(tmp_path / "upload.png", 9000, 9000)
     code = f"""
-from desra.checkpoint import load_pair
-from desra.detect import DetectConfig, detect_lr
+from pathlib import Path
 from desra.errors import ImageTooLargeError
-from desra.imageio import read_image
-mse, gan = load_pair("desra-demo-x4")
-lr = read_image({str(source)!r}).rgb
+from ui.context import AppContext
+from ui.tabs.detect import _detect
+ctx = AppContext(workspace=Path({str(tmp_path / "ws")!r}))
 try:
-    detect_lr(lr, mse, gan, DetectConfig(), segmenter=None)
+    _detect(ctx, [{str(source)!r}], None, "desra-demo-x4", None, None, "none", 0.7, 11, 200, False,
+            progress=lambda *a, **k: None)
 except ImageTooLargeError as error:
     print("REFUSED", error)
 """
     # Decoding the 81 MP upload itself takes ~1.3 GB on top of torch + basicsr: a 7 GiB cap, still far below 15.5 GB.
     result = limited_python(code, limit_gib=7)
     assert result.returncode == 0 and "REFUSED" in result.stdout, result.stderr[-2000:]
-    assert "output limit" in result.stdout
+    assert "upload.png" in result.stdout and "output limit" in result.stdout
 
 
 @pytest.mark.parametrize("arch", ["rrdbnet", "srvgg"])
