@@ -434,3 +434,30 @@ Licence: derived from {metadata['base']} (BSD-3-Clause, Xintao Wang et al.); the
     path = Path(out) / f"{metadata['name']}.md"
     atomic_write_text(path, text)
     return path
+
+
+def ensure_rebuilt(entry) -> Path:
+    """The registry model ``entry`` (with ``derived_delta``) as a full safetensors in the models cache, rebuilt once.
+
+    The shipped delta and the base model it names (converted from its published file on first use)
+    give the parent bit for bit; the file is written atomically with desra metadata, including
+    where it came from, so later loads read it directly.
+    """
+    import torch
+
+    from desra.checkpoint import describe, load_model, save_model
+    from desra.paths import models_cache_dir, project_root
+
+    delta_path = project_root() / entry.derived_delta
+    _, info = read_delta(delta_path)
+    target = models_cache_dir() / f"{entry.id}.from-delta.safetensors"
+    base = load_model(info["base"], role="gan")
+    state, info = rebuild(delta_path, base.module.state_dict())
+    descriptor = describe(info["architecture"], dict(info["arch_params"]), name=entry.id, role=entry.role,
+                          source=str(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_model(target, {k: torch.from_numpy(v) for k, v in state.items()}, descriptor, extra_metadata={
+        "derived_from": info["base"], "base_sha256": info["base_sha256"], "sha256": info["sha256"],
+        "delta": str(entry.derived_delta), "recipe": info.get("command", ""),
+    })
+    return target

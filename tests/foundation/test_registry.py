@@ -38,7 +38,7 @@ def test_every_entry_builds_and_is_recognised_with_its_own_parameters(official_n
         assert (name, scale) == (entry.architecture, entry.scale), entry.id
         assert {k: params[k] for k in entry.arch_params} == entry.arch_params, entry.id
         assert describe(entry.architecture, entry.arch_params).scale == entry.scale
-        assert entry.url.startswith("https://") or entry.local_path, entry.id
+        assert entry.url.startswith("https://") or entry.local_path or entry.derived_delta, entry.id
         assert entry.sha256 == "" or len(entry.sha256) == 64
 
 
