@@ -422,6 +422,36 @@ def write_imagedata(path: str | os.PathLike, image: ImageData) -> Path:
     )
 
 
+def encode_png_uint8(array: np.ndarray) -> bytes:
+    """Encode an ``(H, W)`` grey or ``(H, W, 3)`` RGB uint8 array as a lossless 8-bit PNG, fast.
+
+    For pictures desra makes itself (overlays, legends): OpenCV's encoder with the Up filter and
+    zlib level 1 in RLE mode is about 5x faster than Pillow's default (level 6, adaptive filters)
+    on a noisy 2048x2048 overlay, for a file within a few percent of its size; the pixels are the
+    same, PNG being lossless whatever the compression settings.
+    """
+    import cv2
+
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3) or 0 in array.shape:
+        raise ImageError(f"expected an (H, W) or (H, W, 3) uint8 array to write as PNG, got {array.dtype} {array.shape}")
+    bgr = array if array.ndim == 2 else array[..., ::-1]  # OpenCV wants BGR
+    params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP,
+              cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(bgr), params)
+    if not ok:
+        raise ImageError(f"OpenCV could not encode a PNG of shape {array.shape}")
+    return buffer.tobytes()
+
+
+def write_png_uint8(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write an ``(H, W)`` or ``(H, W, 3)`` uint8 array atomically as a lossless PNG (:func:`encode_png_uint8`)."""
+    from desra.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, encode_png_uint8(array))
+    return Path(path)
+
+
 def write_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
     """Write an (H, W) bool mask as an 8-bit grey PNG with 0 / 255."""
     from PIL import Image
