@@ -70,6 +70,51 @@ def test_evaluate_scores_every_method_against_a_label(client, photo_png, tmp_pat
     assert failures == ""
 
 
+def test_evaluate_gives_the_scores_of_desra_detect_and_eval(client, photo_png, tmp_path, model_pair, capsys):
+    # The same LR image, pair and label through the CLI (`desra detect` then `desra eval --json`)
+    # and through the dashboard's /evaluate: the score table holds the CLI's numbers, per method.
+    import json
+
+    from gradio_client import handle_file
+
+    from desra.cli import main
+    from desra.imageio import read_mask, write_mask
+
+    if model_pair["choice"] == "desra-demo-x4":
+        models = ["--pair", "desra-demo-x4"]
+    else:
+        models = ["--mse-model", str(model_pair["mse"]), "--gan-model", str(model_pair["gan"])]
+    methods = ["desra", "ssim"]
+    for method in methods:
+        assert main(["detect", "--lr", str(photo_png), *models, "--segmenter", "none", "--scale-min-area",
+                     "--method", method, "--out", str(tmp_path / method)]) == 0
+    # A label that half agrees with the CLI's SSIM mask, so its scores are neither 0 nor 1 (DeSRA-det
+    # finds nothing on this photo without semantics: its row is compared as 0 and no precision).
+    found = read_mask(tmp_path / "ssim" / "chelsea_lr_mask.png")
+    label = np.zeros_like(found)
+    label[:, : found.shape[1] // 2] = found[:, : found.shape[1] // 2]
+    label[20:60, 20:60] = True
+    (tmp_path / "gt").mkdir()
+    write_mask(tmp_path / "gt" / "chelsea_lr_mask.png", label)
+    capsys.readouterr()
+    expected = {}
+    for method in methods:
+        assert main(["eval", "--pred", str(tmp_path / method), "--gt", str(tmp_path / "gt"), "--json"]) == 0
+        expected[method] = json.loads(capsys.readouterr().out)
+    assert 0 < expected["ssim"]["iou"] < 1
+    _, scores, failures, _ = client.predict(
+        images=[handle_file(str(photo_png))], labels=[handle_file(str(tmp_path / "gt" / "chelsea_lr_mask.png"))],
+        methods=methods, segmenter="none", scale_min_area=True, api_name="/evaluate", **_pair_args(model_pair),
+    )
+    assert failures == ""
+    for row, method in zip(scores["data"], methods, strict=True):
+        cli = expected[method]
+        assert float(row[1]) == pytest.approx(100 * cli["iou"], abs=0.05), method
+        for cell, key in ((row[2], "precision"), (row[3], "recall")):
+            assert (cell == "—") if cli[key] is None else float(cell) == pytest.approx(cli[key], abs=5e-5), (method, key)
+        assert int(row[4]) == len(cli["images"]) == 1
+
+
 def test_submit_job_and_follow_it_to_done(client):
     job = client.predict(kind="sleep", params={"steps": 3, "interval": 0.2}, device="cpu", api_name="/submit_job")
     assert job["state"] == "queued" and job["kind"] == "sleep"
