@@ -72,8 +72,8 @@ def weights_sha256(module_or_state_dict: Any) -> str:
 def current_command() -> str:
     """The command line of this process, shell-quoted (what a recipe records as 'command')."""
     argv = list(sys.argv)
-    if argv and Path(argv[0]).name in ("desra", "__main__.py"):
-        argv[0] = "desra"
+    if argv and (Path(argv[0]).name == "desra" or Path(argv[0]).parts[-2:] == ("desra", "__main__.py")):
+        argv[0] = "desra"  # the console script or `python -m desra`: the same command
     return shlex.join(argv)
 
 

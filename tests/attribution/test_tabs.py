@@ -25,6 +25,20 @@ def _save_srvgg(path: Path, seed: int) -> Path:
     return save_model(path, get_arch("srvgg").build(params), describe("srvgg", params, name=path.stem))
 
 
+def _with_lineage(root: Path, mine, stranger) -> tuple[Path, Path]:
+    """mine pruned 5 % with its true lineage, and the stranger's weights with a lineage forged to claim mine as source."""
+    from desra.checkpoint import save_model
+    from desra.fingerprint.attacks import attack_recipe, prune_smallest
+    from desra.lineage import LINEAGE_KEY, make_lineage
+
+    pruned = prune_smallest(mine.module, 0.05)
+    pruned_path = save_model(root / "pruned.safetensors", pruned, mine.descriptor, extra_metadata={
+        LINEAGE_KEY: make_lineage("attack", pruned, source=mine.module, source_name="tiny-1", recipe=attack_recipe("prune"))})
+    forged_path = save_model(root / "forged.safetensors", stranger.module, stranger.descriptor, extra_metadata={
+        LINEAGE_KEY: make_lineage("finetune", stranger.module, source=mine.module, source_name="tiny-1", recipe={"iterations": 1000})})
+    return pruned_path, forged_path
+
+
 def _tiny_experiment(folder: Path) -> Path:
     """A real (barely trained) classifier + PRNU fingerprints for two labels, written as `desra attribute train` would."""
     import skimage.data
@@ -62,7 +76,9 @@ def served(tmp_path_factory):
     workspace = root / "workspace"
     workspace.mkdir()
     checkpoints = {seed: _save_srvgg(root / f"tiny-{seed}.safetensors", seed) for seed in (1, 2)}
-    record = fingerprint_model("mine", load_model(checkpoints[1]), CriticalConfig(size=32, iterations=300))
+    mine = load_model(checkpoints[1])
+    record = fingerprint_model("mine", mine, CriticalConfig(size=32, iterations=300))
+    pruned, forged = _with_lineage(root, mine, load_model(checkpoints[2]))
     register_fingerprint(registry_path(workspace), record)
     experiment = _tiny_experiment(workspace / "attribution" / "experiment")
     ctx = AppContext(workspace=workspace)
@@ -78,7 +94,8 @@ def served(tmp_path_factory):
         port = sock.getsockname()[1]
     app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, ssr_mode=False, quiet=True)
     try:
-        yield {"url": f"http://127.0.0.1:{port}/", "checkpoints": checkpoints, "experiment": experiment, "root": root}
+        yield {"url": f"http://127.0.0.1:{port}/", "checkpoints": checkpoints, "experiment": experiment, "root": root,
+               "pruned": pruned, "forged": forged}
     finally:
         app.close()
 
@@ -87,11 +104,25 @@ def test_verify_endpoint_tells_copy_from_stranger(served):
     from gradio_client import Client, handle_file
 
     client = Client(served["url"], verbose=False)
-    _, _, source_img, suspect_img, same = client.predict(handle_file(str(served["checkpoints"][1])), "mine", 0.015, 0.05, api_name="/verify_model")
+    _, lineage, _, source_img, suspect_img, same = client.predict(handle_file(str(served["checkpoints"][1])), "mine", 0.015, 0.05, api_name="/verify_model")
     assert same["match"] is True and same["distance"] == 0.0
+    assert "none recorded" in lineage and same["lineage"] is None
     assert Path(source_img).is_file() and Path(suspect_img).is_file()
-    banner, _, _, _, other = client.predict(handle_file(str(served["checkpoints"][2])), "mine", 0.015, 0.05, api_name="/verify_model")
+    banner, _, _, _, _, other = client.predict(handle_file(str(served["checkpoints"][2])), "mine", 0.015, 0.05, api_name="/verify_model")
     assert other["match"] is False and "NOT derived" in banner
+
+
+def test_verify_tab_shows_lineage_beside_the_verdict(served):
+    """An attacked copy's lineage agrees with the verdict; a stranger claiming mine as its source is flagged, not believed."""
+    from gradio_client import Client, handle_file
+
+    client = Client(served["url"], verbose=False)
+    banner, lineage, _, _, _, details = client.predict(handle_file(str(served["pruned"])), "mine", 0.015, 0.05, api_name="/verify_model")
+    assert "is DERIVED from mine" in banner and details["lineage_check"]["status"] == "consistent"
+    assert "Lineage (from the suspect's metadata):** attack of tiny-1" in lineage and "can be forged" in lineage
+    banner, lineage, _, _, _, details = client.predict(handle_file(str(served["forged"])), "mine", 0.015, 0.05, api_name="/verify_model")
+    assert "NOT derived" in banner and details["match"] is False
+    assert "contradicts the fingerprint" in lineage and "finetune of tiny-1" in lineage and "can be forged" in lineage
 
 
 def test_unknown_source_is_reported_not_crashed(served):
@@ -134,6 +165,8 @@ def test_verify_tab_in_chromium(served):
             page.get_by_role("option", name="mine", exact=True).click()
             page.locator("#verify-run").click()
             page.get_by_text("is DERIVED from mine").wait_for()
+            lineage = page.locator("#verify-lineage").inner_text()
+            assert "Lineage (from the suspect's metadata): none recorded" in lineage and "can be forged" in lineage
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "verify-tab.png"), full_page=True)
             page.get_by_role("tab", name="Attribute an image").click()

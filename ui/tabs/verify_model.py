@@ -25,7 +25,9 @@ def build(ctx: AppContext):
         "suspect's **critical image** (the input it maps most nearly onto itself, Quan et al. Eq. 1) "
         "with the source's settings and compares colour + LGP histograms: the suspect is judged "
         "**derived** when the distance is below eta (chi-squared test, 1.387e-4 at sigma 0.015, p 0.05). "
-        "White-box: it needs the weights. 5000 iterations take minutes on a CPU."
+        "White-box: it needs the weights. 5000 iterations take minutes on a CPU. Models desra writes record their "
+        "**lineage** (source weights' sha256, recipe) in their metadata; it is shown beside the verdict and checked "
+        "against it, never used in its place: metadata can be forged."
     )
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
@@ -44,6 +46,7 @@ def build(ctx: AppContext):
                 registered = gr.Markdown("")
         with gr.Column(scale=2):
             verdict = gr.HTML("", elem_id="verify-verdict")
+            lineage = gr.Markdown("", elem_id="verify-lineage")
             bar = gr.BarPlot(x="quantity", y="relative to eta", label="Distance against eta (derived below 1)", height=220, y_lim=[0, None], elem_id="verify-bar")
             with gr.Row():
                 source_image = gr.Image(label="Source critical image", interactive=False, height=256, elem_id="verify-source-critical")
@@ -51,7 +54,8 @@ def build(ctx: AppContext):
             details = gr.JSON(label="Verdict", elem_id="verify-json")
 
     def verify_model(suspect_file, source_name, sigma_value, p_value, progress=gr.Progress()):
-        """Verify a suspect checkpoint against a registered fingerprint; returns the verdict JSON and both critical images."""
+        """Verify a suspect checkpoint against a registered fingerprint; returns the verdict, the suspect's recorded lineage
+        (shown beside the verdict, never deciding it), the verdict JSON and both critical images."""
         return _verify(ctx, suspect_file, source_name, sigma_value, p_value, progress)
 
     def register_fingerprint(source_file, source_name, iteration_count, side, progress=gr.Progress()):
@@ -59,7 +63,7 @@ def build(ctx: AppContext):
         return _register(ctx, source_file, source_name, iteration_count, side, progress)
 
     verify.click(
-        guarded(verify_model), [suspect, against, sigma, p_level], [verdict, bar, source_image, suspect_image, details],
+        guarded(verify_model), [suspect, against, sigma, p_level], [verdict, lineage, bar, source_image, suspect_image, details],
         api_name="verify_model",
     )
     register.click(
@@ -94,7 +98,7 @@ def _verify(ctx: AppContext, suspect_file, source_name, sigma, p_level, progress
 
     from desra.checkpoint import load_model
     from desra.errors import FingerprintError
-    from desra.fingerprint.pipeline import verify_model
+    from desra.fingerprint.pipeline import lineage_report, verify_model
     from ui.common import banner_html, gradio_progress
 
     if not source_name:
@@ -111,12 +115,28 @@ def _verify(ctx: AppContext, suspect_file, source_name, sigma, p_level, progress
         else f"{model.descriptor.name} is NOT derived from {source_name} (d = {v.distance:.3e} >= eta = {v.eta:.3e}, p = {v.p_value:.3g})"
     )
     frame = pd.DataFrame({"quantity": ["eta", "distance"], "relative to eta": [1.0, v.distance / v.eta]})
+    # The verdict above comes from the fingerprint alone; the metadata's lineage is shown beside it.
+    report = lineage_report(model, result)
     return (
         banner_html(text, kind="ok" if v.match else "warning"),
+        _lineage_markdown(report),
         gr.BarPlot(value=frame),
         result.source.critical,
         result.critical,
-        v.to_json(),
+        {**v.to_json(), **report.to_json()},
+    )
+
+
+def _lineage_markdown(report) -> str:
+    """The lineage panel: what the metadata claims, how it compares with the verdict, and that it can be forged."""
+    from desra.lineage import FORGERY_NOTE, describe_lineage
+
+    claim = describe_lineage(report.lineage) if report.lineage else "none recorded"
+    flag = {"contradicted": "**Warning: the metadata contradicts the fingerprint.** ", "weights-differ": "**Warning: the metadata was written for other weights.** "}
+    return (
+        f"**Lineage (from the suspect's metadata):** {claim}\n\n"
+        f"{flag.get(report.check.status, '')}Lineage check: *{report.check.status}*: {report.check.message}.\n\n"
+        f"_Note: {FORGERY_NOTE}._"
     )
 
 
