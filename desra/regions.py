@@ -64,19 +64,23 @@ def rank_regions(
     if not mask.any():
         return []
     n, comp, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    flat = comp.ravel()
-    dflat = d.ravel().astype(np.float64)
+    # Statistics over the flagged pixels only: the background (label 0) is most of the image and
+    # none of its sums are used.
+    where = np.flatnonzero(comp)
+    flat = comp.ravel()[where]
+    dflat = d.ravel()[where].astype(np.float64)
     area = np.bincount(flat, minlength=n).astype(np.float64)
     sum_d = np.bincount(flat, weights=dflat, minlength=n)
     min_d = np.full(n, np.inf)
     np.minimum.at(min_d, flat, dflat)
     mean_a = np.ones(n)
-    if labels is not None and class_weights is not None:
-        mean_a = np.bincount(flat, weights=class_weights[labels.ravel()], minlength=n) / np.maximum(area, 1)
+    flat_labels = labels.ravel()[where] if labels is not None else None
+    if flat_labels is not None and class_weights is not None:
+        mean_a = np.bincount(flat, weights=class_weights[flat_labels], minlength=n) / np.maximum(area, 1)
     per_class = None
-    if labels is not None:
+    if flat_labels is not None:
         k_classes = int(labels.max()) + 1
-        per_class = np.bincount(flat * k_classes + labels.ravel(), minlength=n * k_classes).reshape(n, k_classes)
+        per_class = np.bincount(flat * k_classes + flat_labels, minlength=n * k_classes).reshape(n, k_classes)
     valid_area = float(mask.size)
     names = class_names or ()
     found = []
