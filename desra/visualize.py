@@ -19,7 +19,10 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype == np.uint8:
         return image.copy()
-    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    scaled = np.clip(image, 0.0, 1.0)  # a new array: the in-place steps below leave the input alone
+    scaled *= 255.0
+    scaled += 0.5
+    return scaled.astype(np.uint8)
 
 
 def _text(canvas: np.ndarray, text: str, x: int, y: int, color=(0, 0, 0)) -> None:
@@ -37,10 +40,12 @@ def overlay(
     base = _to_uint8(image)
     if mask.shape != base.shape[:2]:
         raise ConfigError(f"mask {mask.shape} and image {base.shape[:2]} must have the same height and width")
-    out = base.astype(np.float32)
+    mask = np.asarray(mask, dtype=bool)
     tint = np.array(color, dtype=np.float32)
-    out[mask] = (1 - alpha) * out[mask] + alpha * tint
-    out = np.ascontiguousarray(out, dtype=np.uint8)  # OpenCV draws only on C-ordered arrays
+    # Only the flagged pixels are blended (float32, truncated to uint8): the same values as blending
+    # a float copy of the whole image, without converting a 2048x2048 image twice.
+    out = np.ascontiguousarray(base)  # OpenCV draws only on C-ordered arrays
+    out[mask] = ((1 - alpha) * out[mask].astype(np.float32) + alpha * tint).astype(np.uint8)
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     thickness = max(1, round(max(mask.shape) / 500))
     cv2.drawContours(out, contours, -1, tuple(int(c) for c in color), thickness)

@@ -47,3 +47,23 @@ def test_grey_arrays_and_the_written_file_read_back_exactly(photo, tmp_path):
 def test_other_arrays_are_refused(bad):
     with pytest.raises(ImageError):
         encode_png_uint8(bad)
+
+
+def test_overlay_blends_only_flagged_pixels_as_a_whole_image_float_blend_does(photo):
+    # The blend as it was computed before it was restricted to the flagged pixels (a float copy of
+    # the whole image), compared away from the outline that overlay draws on top.
+    import cv2
+
+    img = photo("astronaut") * 1.2 - 0.1  # out of range, as unclamped SR outputs are
+    h, w = img.shape[:2]
+    mask = np.zeros((h, w), bool)
+    mask[100:300, 150:400] = True
+    mask[350:380, 20:60] = True
+    base = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    blend = base.astype(np.float32)
+    blend[mask] = 0.6 * blend[mask] + 0.4 * np.array((255, 0, 0), np.float32)
+    expected = blend.astype(np.uint8)
+    outline = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) != cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8))
+    got = visualize.overlay(img, mask)
+    assert (mask & ~outline).sum() > 40_000
+    np.testing.assert_array_equal(got[~outline], expected[~outline])
