@@ -274,7 +274,12 @@ def build_from_state_dict(
     source: str = "",
 ) -> SRModel:
     """Build a network and load ``state_dict`` into it (architecture/params detected where not given)."""
-    from desra.archs import check_params, check_weight_budget, detect_architecture, get_arch
+    from desra.archs import (
+        check_params,
+        check_weight_budget,
+        detect_architecture,
+        get_arch,
+    )
 
     check_finite(state_dict, source)
     if architecture is None:

@@ -507,8 +507,13 @@ def list_unsupported_images(folder: str | os.PathLike) -> list[tuple[Path, str]]
     if not folder.is_dir():
         raise ImageError(f"{folder} is not a folder")
     return [
-        (p, f"{p.suffix.lower()[1:].upper()} images are not read by desra (animations included); "
-            "convert it to PNG (one file per frame) to process it")
+        (
+            p,
+            (
+                f"{p.suffix.lower()[1:].upper()} images are not read by desra (animations included); "
+                "convert it to PNG (one file per frame) to process it"
+            ),
+        )
         for p in sorted(folder.iterdir())
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in OTHER_IMAGE_EXTENSIONS
     ]

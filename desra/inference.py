@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from desra.errors import ConfigError, DesraError, DeviceError, ImageError, ImageTooLargeError
+from desra.errors import (
+    ConfigError,
+    DesraError,
+    DeviceError,
+    ImageError,
+    ImageTooLargeError,
+)
 
 if TYPE_CHECKING:
     from desra.checkpoint import SRModel

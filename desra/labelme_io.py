@@ -25,8 +25,8 @@ from desra.errors import ImageError, ImageTooLargeError
 def _labelme():
     """labelme's modules, with Pillow's bomb guard put back: importing labelme sets MAX_IMAGE_PIXELS to None process-wide."""
     import labelme
-    import labelme._label_file  # noqa: F401 - the module whose import switches the guard off
-    import labelme.utils  # noqa: F401
+    import labelme._label_file
+    import labelme.utils
 
     from desra.imageio import keep_pillow_guards
 
@@ -44,7 +44,12 @@ def _field(raw: dict, key: str, types: tuple[type, ...], path: Path):
 
 def _check_sizes(raw: dict, path: Path, image: Path) -> None:
     """Refuse, before labelme decodes or allocates anything, images and masks above the pixel limit."""
-    from desra.imageio import check_pixels, image_size, image_size_of_bytes, max_pixels_limit
+    from desra.imageio import (
+        check_pixels,
+        image_size,
+        image_size_of_bytes,
+        max_pixels_limit,
+    )
 
     limit = max_pixels_limit()
     height, width = raw.get("imageHeight"), raw.get("imageWidth")

@@ -195,7 +195,12 @@ def run(args) -> int:
     from desra.atomic import atomic_write_text
     from desra.detect import detect_artifacts, detect_lr
     from desra.errors import ConfigError, DesraError
-    from desra.imageio import list_images, list_unsupported_images, read_image, write_image
+    from desra.imageio import (
+        list_images,
+        list_unsupported_images,
+        read_image,
+        write_image,
+    )
 
     started = time.time()
     config = config_from_args(args)

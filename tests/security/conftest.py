@@ -41,7 +41,8 @@ def _run_limited(argv: list[str], limit_gib: float, env: dict[str, str] | None, 
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     return subprocess.run(
-        argv, preexec_fn=cap, capture_output=True, text=True, env=_env(env), timeout=timeout, cwd=cwd or SOURCE_ROOT
+        argv, preexec_fn=cap, capture_output=True, text=True, env=_env(env), timeout=timeout, cwd=cwd or SOURCE_ROOT,
+        check=False,
     )
 
 

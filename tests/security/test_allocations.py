@@ -104,7 +104,7 @@ def _rewrite_metadata(source, target, **changes):
     from safetensors.torch import save_file
 
     with safe_open(str(source), framework="pt") as handle:
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is no dict
         meta = json.loads(handle.metadata()["desra"])
     meta["arch_params"].update(changes)
     save_file(tensors, str(target), metadata={"desra": json.dumps(meta)})

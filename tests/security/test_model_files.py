@@ -20,7 +20,7 @@ from desra.archs import get_arch
 from desra.checkpoint import describe, load_model, read_state_dict, save_model
 from desra.errors import ArchitectureError, CheckpointError
 
-SRVGG = dict(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=2, act_type="prelu")
+SRVGG = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 2, "act_type": "prelu"}
 
 
 @pytest.fixture
@@ -87,8 +87,8 @@ def test_swinir_training_size_claim_is_bounded():
     from desra.archs import check_params
 
     # img_size is free (the shifted-window mask is rebuilt) but allocates (img_size / window)^2 windows per block.
-    params = dict(img_size=32, in_chans=3, embed_dim=12, depths=[2], num_heads=[2], window_size=4,
-                  mlp_ratio=2.0, upscale=2, img_range=1.0, upsampler="pixelshuffle", resi_connection="1conv")
+    params = {"img_size": 32, "in_chans": 3, "embed_dim": 12, "depths": [2], "num_heads": [2], "window_size": 4,
+              "mlp_ratio": 2.0, "upscale": 2, "img_range": 1.0, "upsampler": "pixelshuffle", "resi_connection": "1conv"}
     state = get_arch("swinir").build(params).state_dict()
     assert check_params("swinir", {**params, "img_size": 64}, state) == {**params, "img_size": 64}
     with pytest.raises(ArchitectureError, match="img_size=100000 but the tensors say 32"):
@@ -105,7 +105,7 @@ def test_registered_and_round_trip_models_still_pass_the_check():
         entry = registry.get_model(model_id)
         state, _ = read_state_dict(registry.model_path(entry))
         assert check_params(entry.architecture, dict(entry.arch_params), state) == dict(entry.arch_params)
-    rrdb = dict(num_in_ch=3, num_out_ch=3, scale=2, num_feat=16, num_block=2, num_grow_ch=8)
+    rrdb = {"num_in_ch": 3, "num_out_ch": 3, "scale": 2, "num_feat": 16, "num_block": 2, "num_grow_ch": 8}
     assert check_params("rrdbnet", rrdb, get_arch("rrdbnet").build(rrdb).state_dict()) == rrdb
 
 
@@ -125,7 +125,8 @@ def test_non_finite_weights_are_refused_naming_the_tensor(tiny, tmp_path, bad, s
 
 
 def _sr_flags() -> set[str]:
-    help_text = subprocess.run([sys.executable, "-m", "desra", "sr", "--help"], capture_output=True, text=True).stdout
+    help_text = subprocess.run([sys.executable, "-m", "desra", "sr", "--help"], capture_output=True, text=True,
+                               check=True).stdout
     return set(re.findall(r"--[a-z][a-z0-9-]*", help_text))
 
 
