@@ -1,12 +1,12 @@
 #!/bin/bash
 # The attribution zoo's fingerprint cross-check on two CPU cores (docs/attribution.md):
 #   scripts/crosscheck_split.sh a & scripts/crosscheck_split.sh b & wait; scripts/crosscheck_split.sh merge
-# ROOT (default runs/attribution) holds the zoo, as `desra attribute build-zoo --root ROOT` writes it.
+# ROOT (default runs/attribution-large, build-zoo's default; runs/attribution for --zoo tiny) holds the zoo, as `desra attribute build-zoo --root ROOT` writes it.
 # a and b each take every other model of ROOT/zoo, with their own resumable rows file; merge runs the
 # documented full command on the concatenated rows, which reuses every row and only compares the pairs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-R=${2:-runs/attribution}
+R=${2:-runs/attribution-large}
 desra=.venv/bin/desra
 models=("$R"/zoo/*/*-{mse,gan}.safetensors)
 half() {

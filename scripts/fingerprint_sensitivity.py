@@ -14,6 +14,7 @@ Three measurements on the cross-checked zoo, printed and written to runs/attribu
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/fingerprint_sensitivity.py   # ~15 min on one CPU thread
     .venv/bin/python scripts/fingerprint_sensitivity.py --relations runs/attribution*/crosscheck.rows.jsonl   # seconds
+    (the relation table is desra.fingerprint.relations, the one `desra fingerprint crosscheck` prints)
 """
 
 from __future__ import annotations
@@ -130,49 +131,36 @@ def init_seeds(photos: list[np.ndarray]) -> dict:
     return {"model": f"attr-{SEED_MODEL}", "labels": labels, "distances": matrix, "mean_of_3_d": feature_distance(*mean)}
 
 
-def relation(a: str, b: str) -> str:
-    """How two independent zoo models differ: 'seed' (same architecture and scale), 'scale' or 'architecture'."""
-    (_, arch_a, scale_a, *_), (_, arch_b, scale_b, *_) = a.split("-"), b.split("-")
-    return "architecture" if arch_a != arch_b else "scale" if scale_a != scale_b else "seed"
+def relations(path: Path) -> tuple[list, float]:
+    """The cross-check of one rows file by relation (desra.fingerprint.relations, the rule `crosscheck` uses) and eta.
 
-
-def relations(path: Path) -> dict:
-    """Closest independent pair per relation and the largest attacked distance in one rows file.
-
-    Tells which definition of "independent" one eta can serve: seed siblings included, or (as in
-    Quan et al.) only models of another architecture or task.
+    The models are read from the zoo next to the rows file (``ROOT/zoo/<config>/<name>.safetensors``,
+    as `desra attribute build-zoo --root ROOT` writes it) for their facts: architecture, scale,
+    training data, seed and lineage.
     """
-    from desra.fingerprint.verify import feature_distance
+    from desra.checkpoint import load_model
+    from desra.fingerprint.features import FEATURE_DIMS
+    from desra.fingerprint.relations import model_facts, relation_table
+    from desra.fingerprint.verify import P_LEVEL, SIGMA, eta_threshold, feature_distance
 
     features, attacked = read_rows(path)
     names = sorted(features)
-    closest = {}
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            if config_of(a) == config_of(b):
-                continue
-            kind, d = relation(a, b), feature_distance(features[a], features[b])
-            if kind not in closest or d < closest[kind][0]:
-                closest[kind] = (d, a, b)
-    worst = max((d, name, attack) for name, rows in attacked.items() for attack, d in rows.items())
-    return {"rows": str(path), "models": len(names), "closest": closest, "largest_attack": worst}
+    facts = [model_facts(load_model(path.parent / "zoo" / config_of(name) / f"{name}.safetensors")) for name in names]
+    distances = np.array([[feature_distance(features[a], features[b]) for b in names] for a in names])
+    eta = eta_threshold(SIGMA, P_LEVEL, FEATURE_DIMS)
+    return relation_table(facts, distances, eta, attacked), eta
 
 
 def print_relations(paths: list[Path]) -> None:
-    from desra.fingerprint.features import FEATURE_DIMS
-    from desra.fingerprint.verify import P_LEVEL, SIGMA, eta_threshold
+    from desra.fingerprint.relations import format_table
 
-    eta = eta_threshold(SIGMA, P_LEVEL, FEATURE_DIMS)
     for path in paths:
-        r = relations(path)
-        d, name, attack = r["largest_attack"]
-        print(f"{r['rows']} ({r['models']} models): largest attack {d:.2e} ({name} {attack}); the paper's eta {eta:.3e}")
-        for kind in ("seed", "scale", "architecture"):
-            if kind in r["closest"]:
-                d_pair, a, b = r["closest"][kind]
-                verdict = ("no eta separates it from the largest attack" if d_pair <= d
-                           else f"separable; the paper's eta {'is' if d < eta < d_pair else 'is not'} in between")
-                print(f"  closest pair differing by {kind:12s} {d_pair:.2e}  {a} ~ {b}  ({verdict})")
+        table, eta = relations(path)
+        _, attacked = read_rows(path)
+        d, name, attack = max((d, name, attack) for name, rows in attacked.items() for attack, d in rows.items())
+        print(f"{path}: largest attack {d:.2e} ({name} {attack}); the paper's eta {eta:.3e}")
+        for line in format_table(table, eta):
+            print(f"  {line}")
 
 
 def main() -> None:
@@ -182,7 +170,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--relations", nargs="+", type=Path, metavar="ROWS",
-                        help="only print the closest pair per relation (seed / scale / architecture) of these rows files")
+                        help="only print these rows files by relation (other data / architecture / scale, seed sibling, ...), "
+                             "as `desra fingerprint crosscheck` does; the models are read from ROWS' folder/zoo")
     args = parser.parse_args()
     if args.relations:
         print_relations(args.relations)

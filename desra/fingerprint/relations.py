@@ -263,11 +263,11 @@ def relation_table(
 
 def format_table(rows: Sequence[RelationRow], eta: float) -> list[str]:
     """The table as text lines, one per relation, with a header; seed siblings and the like marked as not deciding."""
-    lines = [f"{'relation':18s} {'pairs':>5s} {'told apart':>10s}  {'closest d':>9s}  {'attacks verified':>16s}  {'below closest':>13s}  closest pair"]
+    lines = [f"{'relation':18s} {'pairs':>5s} {'told apart':>10s} {'closest d':>9s} {'attacks verified':>16s} {'below closest':>13s}  closest pair"]
     for r in rows:
         a, b, d = r.closest
         note = "" if r.deciding else ("  (lineage: should match)" if r.relation == DERIVED else "  (reported, not part of the verdict)")
-        lines.append(f"{r.relation:18s} {len(r.pairs):5d} {r.told_apart:>5d}/{len(r.pairs):<4d}  {d:9.2e}  {r.attacks_verified:>8d}/{r.attacks:<7d}  "
-                     f"{r.attacks_below_closest:>6d}/{r.attacks:<6d}  {a} ~ {b}{note}")
+        told, verified, below = f"{r.told_apart}/{len(r.pairs)}", f"{r.attacks_verified}/{r.attacks}", f"{r.attacks_below_closest}/{r.attacks}"
+        lines.append(f"{r.relation:18s} {len(r.pairs):5d} {told:>10s} {d:9.2e} {verified:>16s} {below:>13s}  {a} ~ {b}{note}")
     lines.append(f"eta = {eta:.3e}; the default verdict counts only {', '.join(DECIDING)}")
     return lines

@@ -168,6 +168,15 @@ def test_build_zoo_defaults_to_the_large_zoo_and_keeps_the_tiny_one():
     assert zoo_paths(predict)[1] / "experiment" == Path("runs/attribution-large/experiment")
 
 
+def test_attribute_tab_looks_for_the_large_zoo_experiment_before_the_tiny_one(tmp_path):
+    from ui.context import AppContext
+    from ui.tabs.attribute_image import experiment_dirs
+
+    dirs = experiment_dirs(AppContext(workspace=tmp_path))
+    assert dirs[0] == tmp_path / "attribution" / "experiment"
+    assert [d.relative_to(project_root()).as_posix() for d in dirs[1:]] == ["runs/attribution-large/experiment", "runs/attribution/experiment"]
+
+
 def _tiny_model(path: Path, init: int, *, noise: float = 0.0, base=None, **extra):
     import torch
 

@@ -14,10 +14,12 @@ from ui.context import AppContext
 
 
 def experiment_dirs(ctx: AppContext) -> list[Path]:
-    """Where a trained attribution experiment is looked for, in order: the workspace, then the project's runs/."""
+    """Where a trained attribution experiment is looked for, in order: the workspace, then the project's runs/ for the
+    default (large) zoo of `desra attribute train`, then the tiny zoo's (`--zoo tiny`)."""
     from desra.paths import project_root
 
-    return [ctx.workspace / "attribution" / "experiment", project_root() / "runs" / "attribution" / "experiment"]
+    runs = project_root() / "runs"
+    return [ctx.workspace / "attribution" / "experiment", runs / "attribution-large" / "experiment", runs / "attribution" / "experiment"]
 
 
 def build(ctx: AppContext) -> None:
@@ -27,7 +29,7 @@ def build(ctx: AppContext) -> None:
     found = next((d for d in experiment_dirs(ctx) if (d / "classifier.safetensors").is_file()), None)
     gr.Markdown(
         "Upload an SR image (at least 64x64). desra's attribution classifier, a small ConvNeXt-style CNN "
-        "trained from scratch on desra's own tiny zoo, ranks the zoo models and parses the scale and "
+        "trained from scratch on desra's own zoo, ranks the zoo models and parses the scale and "
         "the loss (L1 or GAN), voting over up to 32 crops; the PRNU-style baseline's nearest fingerprint "
         "is shown beside it. It only knows the zoo's models: an image from any other model is still "
         "attributed to its closest zoo member."
@@ -36,7 +38,7 @@ def build(ctx: AppContext) -> None:
         with gr.Column(scale=1, min_width=320):
             image = gr.Image(label="SR image", type="filepath", elem_id="attribute-image")
             experiment = gr.Textbox(
-                str(found or experiment_dirs(ctx)[-1]), label="Experiment folder (from `desra attribute train`)", elem_id="attribute-experiment"
+                str(found or experiment_dirs(ctx)[1]), label="Experiment folder (from `desra attribute train`)", elem_id="attribute-experiment"
             )
             run = gr.Button("Attribute", variant="primary", elem_id="attribute-run")
         with gr.Column(scale=2):
