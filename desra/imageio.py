@@ -195,29 +195,40 @@ def _check_png_complete(path: Path) -> None:
     """ImageError unless the PNG's IDAT data inflates to every row the header declares.
 
     Pillow accepts a PNG whose zlib stream ends early but cleanly (it pads the missing rows with
-    black); counting the inflated bytes, without keeping them, catches it.
+    black); counting the inflated bytes, without keeping them, catches it. The file is read chunk
+    by chunk, and inflated at most 1 MiB at a time, so memory stays small for any image size.
     """
     with open(path, "rb") as handle:
-        data = handle.read()
-    if len(data) < 33 or data[12:16] != b"IHDR":
-        raise ImageError(f"{path} is corrupt or truncated (no PNG header)")
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
-    expected = _png_expected_bytes(width, height, depth, colour, interlace)
-    inflater, produced, offset = zlib.decompressobj(), 0, 8
-    try:
-        while offset + 8 <= len(data) and produced <= expected:
-            length, kind = struct.unpack(">I4s", data[offset : offset + 8])
-            if kind == b"IDAT":
-                chunk = data[offset + 8 : offset + 8 + length]
-                while chunk and produced <= expected:
-                    # max_length keeps memory bounded whatever the compression ratio (no zip bomb).
-                    produced += len(inflater.decompress(chunk, 1 << 20))
-                    chunk = inflater.unconsumed_tail
-            elif kind == b"IEND":
-                break
-            offset += 12 + length
-    except zlib.error as error:
-        raise ImageError(f"{path} is corrupt or truncated (its image data does not inflate: {error})") from None
+        head = handle.read(33)
+        if len(head) < 33 or head[12:16] != b"IHDR":
+            raise ImageError(f"{path} is corrupt or truncated (no PNG header)")
+        width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
+        expected = _png_expected_bytes(width, height, depth, colour, interlace)
+        inflater, produced = zlib.decompressobj(), 0
+        try:
+            while produced <= expected:
+                header = handle.read(8)
+                if len(header) < 8:
+                    break
+                length, kind = struct.unpack(">I4s", header)
+                if kind == b"IEND":
+                    break
+                if kind != b"IDAT":
+                    handle.seek(length + 4, os.SEEK_CUR)  # data and CRC
+                    continue
+                remaining = length
+                while remaining and produced <= expected:
+                    block = handle.read(min(remaining, 1 << 20))
+                    if not block:
+                        break
+                    remaining -= len(block)
+                    while block and produced <= expected:
+                        # max_length keeps memory bounded whatever the compression ratio (no zip bomb).
+                        produced += len(inflater.decompress(block, 1 << 20))
+                        block = inflater.unconsumed_tail
+                handle.seek(remaining + 4, os.SEEK_CUR)
+        except zlib.error as error:
+            raise ImageError(f"{path} is corrupt or truncated (its image data does not inflate: {error})") from None
     if produced < expected:
         rows = produced * height // max(expected, 1)
         raise ImageError(
