@@ -267,6 +267,7 @@ def _crosscheck(args) -> int:
             "independent_confused": confused,
             "attacks": {m: {a: v.to_json() for a, v in verdicts.items()} for m, verdicts in check.attacks.items()},
             "seconds": check.seconds,
+            "devices": check.devices,
         }))
         return 0 if not (failed or confused) else 3
     smallest = min((check.distances[i, j] for i, j in independent), default=None)
@@ -279,6 +280,8 @@ def _crosscheck(args) -> int:
         print(f"derived pair {check.names[i]} -> {check.names[j]}: d={check.distances[i, j]:.3e} ({verdict})")
     for name, verdicts in check.attacks.items():
         print(f"{name}: " + "  ".join(f"{a} {'ok' if v.match else 'FAILED'} (d={v.distance:.2e})" for a, v in verdicts.items()))
+    for name in check.names:
+        print(f"{name} rows: " + "  ".join(f"{row} {check.seconds[name][row]:.0f} s on {check.devices[name].get(row) or 'unrecorded'}" for row in check.seconds[name]))
     print(f"attacks survived: {sum(v.match for vs in check.attacks.values() for v in vs.values())}/{sum(len(vs) for vs in check.attacks.values())}")
     return 0 if not (failed or confused) else 3
 

@@ -7,7 +7,7 @@ records and verdicts; the registry file is the only I/O.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +191,8 @@ class CrossCheck:
     """model name -> attack name -> verdict of the attacked copy against the model's own fingerprint."""
     seconds: dict[str, dict[str, float]]
     """model name -> 'fingerprint' or attack name -> wall seconds (attack + re-extraction) of that row."""
+    devices: dict[str, dict[str, str]] = field(default_factory=dict)
+    """model name -> row -> torch device the row was computed on ('' for rows saved before devices were recorded)."""
 
 
 def cross_check(
@@ -235,11 +237,12 @@ def cross_check(
         if (name, kind) in previous:
             return previous[(name, kind)]
         start = time.perf_counter()
-        row = {"name": name, "row": kind, **compute(), "seconds": time.perf_counter() - start, "settings": settings}
+        # The device is recorded but not part of the settings: a row computed on a GPU is reused on a CPU.
+        row = {"name": name, "row": kind, **compute(), "seconds": time.perf_counter() - start, "device": str(device), "settings": settings}
         emit(row)
         return row
 
-    features, seconds = [], {name: {} for name in names}
+    features, seconds, devices = [], {name: {} for name in names}, {name: {} for name in names}
     for i, model in enumerate(models):
         def extract(model=model) -> dict:
             critical = critical_image(model.module, int(model.descriptor.scale), config, device=device)
@@ -248,6 +251,7 @@ def cross_check(
         row = run_row(names[i], "fingerprint", extract)
         features.append(np.asarray(row["features"], np.float64))
         seconds[names[i]]["fingerprint"] = row["seconds"]
+        devices[names[i]]["fingerprint"] = row.get("device", "")
         step("fingerprints", i + 1, len(models))
     distances = np.array([[feature_distance(a, b) for b in features] for a in features])
     attacked: dict[str, dict[str, Verdict]] = {}
@@ -264,6 +268,7 @@ def cross_check(
             # The verdict is recomputed from the stored distance so sigma and p may change on resume.
             attacked.setdefault(names[i], {})[attack] = verdict_from_distance(row["distance"], sigma=sigma, p=p, dims=features[i].size)
             seconds[names[i]][attack] = row["seconds"]
+            devices[names[i]][attack] = row.get("device", "")
         step("attacks", i + 1, len(models))
     return CrossCheck(
         names=tuple(names),
@@ -272,4 +277,5 @@ def cross_check(
         eta=eta_threshold(sigma, p, features[0].size) if features else float("nan"),
         attacks=attacked,
         seconds=seconds,
+        devices=devices,
     )

@@ -96,6 +96,8 @@ def test_crosscheck_writes_rows_and_resumes(tmp_path, capsys):
     assert first["independent_pairs"] == 2 and first["independent_confused"] == []
     assert {r["relation"]: (r["pairs"], r["told_apart"]) for r in first["relations"]} == {"other scale": (2, 2), "derived": (1, 0)}
     assert all(v["match"] for verdicts in first["attacks"].values() for v in verdicts.values())
+    assert first["devices"] == {n: {"fingerprint": "cpu", "prune": "cpu", "int8": "cpu"} for n in "abc"}
+    assert {json.loads(r)["device"] for r in lines} == {"cpu"}
 
     # cut short mid-write: four finished rows and half a line; the rerun redoes only what is missing
     rows.write_text("\n".join(lines[:4]) + "\n" + lines[4][:20])
