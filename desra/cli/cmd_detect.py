@@ -92,11 +92,33 @@ def semantics_from_args(args, pair_weights: str = ""):
     return segmenter, note, weights
 
 
+class _NoBar:
+    """What progress_bar gives for one item: a bar that draws nothing (and tqdm is not imported)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, count: int = 1) -> None:
+        """Count ``count`` more items done."""
+        self.n += count
+
+    def close(self) -> None:
+        """Nothing to clear."""
+
+
 def progress_bar(total: int, desc: str):
     """A tqdm bar on stderr (shown only for more than one item)."""
+    if total <= 1:
+        return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", disable=total <= 1, file=sys.stderr)
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -156,24 +178,34 @@ def _models_from_args(args):
     )
 
 
-def write_outputs(out: Path, stem: str, detection, image, *, save_d: bool) -> dict:
-    """Write one image's mask, overlay, semantic map, D map and JSON; return its report.json entry."""
+def write_outputs(out: Path, stem: str, detection, image, *, save_d: bool, pool=None) -> dict:
+    """Write one image's mask, overlay, semantic map, D map and JSON; return its report.json entry.
+
+    With ``pool`` (a thread pool) the overlay is drawn and encoded on another thread while the
+    rest is written here: both encoders release the GIL.
+    """
     import numpy as np
 
     from desra import visualize
     from desra.atomic import atomic_path, atomic_write_text
-    from desra.imageio import write_image, write_mask
+    from desra.imageio import write_mask, write_png_uint8
     from desra.semantic import ADE20K_CLASSES
 
     files = {"mask": f"{stem}_mask.png", "overlay": f"{stem}_overlay.png", "json": f"{stem}.json"}
+
+    def write_overlay() -> None:
+        # desra's own pictures go through the fast lossless PNG writer (same pixels as Pillow's).
+        write_png_uint8(out / files["overlay"], visualize.overlay(image, detection.mask))
+
+    overlay_done = pool.submit(write_overlay) if pool is not None else None
+    if overlay_done is None:
+        write_overlay()
     write_mask(out / files["mask"], detection.mask)
-    write_image(out / files["overlay"], visualize.overlay(image, detection.mask).astype(np.float32) / 255.0)
     if detection.labels is not None:
         files["semantic"] = f"{stem}_semantic.png"
         # Edge-padded back to the SR size so the map lines up with the image it describes.
         labels = np.pad(detection.labels, detection.config.border, mode="edge")
-        legend = visualize.semantic_legend(labels, ADE20K_CLASSES)
-        write_image(out / files["semantic"], legend.astype(np.float32) / 255.0)
+        write_png_uint8(out / files["semantic"], visualize.semantic_legend(labels, ADE20K_CLASSES))
     if save_d:
         files["d"] = f"{stem}_D.npy"
         with atomic_path(out / files["d"]) as tmp, open(tmp, "wb") as handle:
@@ -182,6 +214,8 @@ def write_outputs(out: Path, stem: str, detection, image, *, save_d: bool) -> di
     report["name"] = stem
     report["files"] = files
     atomic_write_text(out / files["json"], json.dumps(report, indent=2))
+    if overlay_done is not None:
+        overlay_done.result()
     return {
         "name": stem,
         "files": files,
@@ -229,7 +263,11 @@ def run(args) -> int:
     segmenter, note, weights = semantics_from_args(args, pair_weights)
     out.mkdir(parents=True, exist_ok=True)
     images = []
-    with progress_bar(len(jobs), "detect") as bar:
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Two threads: the MSE and GAN files are decoded side by side (the decoders release the GIL),
+    # and an image's overlay is encoded while its mask and JSON are written.
+    with progress_bar(len(jobs), "detect") as bar, ThreadPoolExecutor(max_workers=2) as pool:
         for stem, first, second in jobs:
             try:
                 kw = {"segmenter": segmenter, "class_weights": weights, "segmenter_note": note}
@@ -242,11 +280,12 @@ def run(args) -> int:
                         write_image(out / f"{stem}_mse.png", mse)
                         write_image(out / f"{stem}_gan.png", gan)
                 else:
+                    reading = pool.submit(read_image, second)
                     mse = read_image(first).rgb
-                    gan = read_image(second).rgb
+                    gan = reading.result().rgb
                     extra = {"inputs": {"mse": str(first), "gan": str(second)}}
                     detection = detect_artifacts(mse, gan, config, extra=extra, **kw)
-                images.append(write_outputs(out, stem, detection, gan, save_d=args.save_d))
+                images.append(write_outputs(out, stem, detection, gan, save_d=args.save_d, pool=pool))
             except DesraError as error:
                 failures.append((stem, str(error)))
             bar.update(1)
