@@ -21,7 +21,7 @@ def test_sr_refuses_an_output_too_large_before_decoding(tmp_path, make_png, desr
                        "--device", "cpu")
     line = cli_error(result)
     assert "36000 x 36000 = 1296000000 pixels" in line and "15.6 GB" in line
-    assert "output limit of 200000000" in line and "DESRA_MAX_OUTPUT_PIXELS" in line
+    assert "output limit of 100000000" in line and "DESRA_MAX_OUTPUT_PIXELS" in line
     assert not (tmp_path / "out.png").exists()
 
 
