@@ -54,20 +54,36 @@ class ZooMember:
     """Training seed."""
     config: str
     """The zoo YAML it was trained from."""
+    data: str = ""
+    """'' for the usual training data of its architecture and scale in this zoo, else a short tag of its own (a data-disjoint half)."""
 
     @property
     def triplet(self) -> str:
-        """Key of the models differing from this one only by seed: 'arch-xS-loss'."""
-        return f"{self.architecture}-x{self.scale}-{self.loss}"
+        """Key of the models differing from this one only by seed: 'arch-xS-loss', plus '-data<tag>' on other training data."""
+        return f"{self.architecture}-x{self.scale}-{self.loss}" + (f"-data{self.data}" if self.data else "")
 
 
 def zoo_members(configs: Sequence[Path], zoo_dir: Path) -> list[ZooMember]:
     """Members (mse and gan stage of each config) whose weights live in ``zoo_dir/<config name>/``, sorted by name."""
     from desra.zoo import exported_path, load_zoo_config
 
+    import hashlib
+    from collections import Counter
+
+    from desra.zoo import training_sources
+
+    loaded = [(path, load_zoo_config(path)) for path in configs]
+    sources = {str(path): tuple(sorted(training_sources(config.data))) for path, config in loaded}
+    # Per architecture and scale, the data most configs share is the usual one; other data (e.g. the
+    # data-disjoint halves) gets a tag, so seed-only comparisons never mix in a model trained on other photos.
+    usual = {}
+    for path, config in loaded:
+        usual.setdefault((config.architecture, config.scale), Counter())[sources[str(path)]] += 1
     members = []
-    for path in configs:
-        config = load_zoo_config(path)
+    for path, config in loaded:
+        counts = usual[(config.architecture, config.scale)].most_common(2)
+        common = counts[0][0] if len(counts) == 1 or counts[0][1] > counts[1][1] else None  # a tie has no usual data
+        data = "" if sources[str(path)] == common else hashlib.sha256("\n".join(sources[str(path)]).encode()).hexdigest()[:6]
         for stage in config.stages:
             members.append(
                 ZooMember(
@@ -78,6 +94,7 @@ def zoo_members(configs: Sequence[Path], zoo_dir: Path) -> list[ZooMember]:
                     loss=LOSS_OF_STAGE[stage],
                     seed=config.seed,
                     config=str(path),
+                    data=data,
                 )
             )
     return sorted(members, key=lambda m: m.name)

@@ -213,3 +213,21 @@ def test_confused_seed_siblings_are_reported_but_do_not_fail_the_crosscheck(tmp_
     text = capsys.readouterr().out
     assert "independent pairs judged derived: 0/0" in text
     assert "seed sibling" in text and "(reported, not part of the verdict)" in text
+
+
+def test_attribution_seed_triplets_of_the_large_zoo_hold_only_seed_siblings(tmp_path):
+    from collections import defaultdict
+
+    from desra.attribution.dataset import zoo_members
+
+    members = zoo_members(sorted(LARGE.glob("*.yaml")), tmp_path)
+    triplets = defaultdict(list)
+    for m in members:
+        triplets[m.triplet].append(m)
+    shared = {k: v for k, v in triplets.items() if len(v) >= 2}
+    assert set(shared) == {"srvgg-x2-l1", "srvgg-x2-gan", "srvgg-x4-l1", "srvgg-x4-gan"}
+    for key, group in shared.items():
+        data = {tuple(sorted(training_sources(load_zoo_config(m.config).data))) for m in group}
+        assert len(data) == 1 and len({m.seed for m in group}) == len(group), f"{key} mixes other data or repeats a seed"
+    halves = [m for m in members if "-half" in m.name]
+    assert len(halves) == 12 and all(m.data and len(triplets[m.triplet]) == 1 for m in halves)
