@@ -61,28 +61,33 @@ def rank_regions(
     """
     import cv2
 
-    if not mask.any():
+    from desra.morphology import foreground_box
+
+    valid_area = float(mask.size)
+    box = foreground_box(np.asarray(mask, dtype=bool))
+    if box is None:
         return []
-    n, comp, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    # Statistics over the flagged pixels only: the background (label 0) is most of the image and
-    # none of its sums are used.
+    # Components labelled in the box around the flagged pixels only (the same components), and
+    # statistics over the flagged pixels only: the background is most of the image and none of
+    # its sums are used.
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(mask[box].astype(np.uint8), connectivity=8)
     where = np.flatnonzero(comp)
     flat = comp.ravel()[where]
-    dflat = d.ravel()[where].astype(np.float64)
+    dflat = np.ascontiguousarray(d[box]).ravel()[where].astype(np.float64)
     area = np.bincount(flat, minlength=n).astype(np.float64)
     sum_d = np.bincount(flat, weights=dflat, minlength=n)
     min_d = np.full(n, np.inf)
     np.minimum.at(min_d, flat, dflat)
     mean_a = np.ones(n)
-    flat_labels = labels.ravel()[where] if labels is not None else None
+    flat_labels = np.ascontiguousarray(labels[box]).ravel()[where] if labels is not None else None
     if flat_labels is not None and class_weights is not None:
         mean_a = np.bincount(flat, weights=class_weights[flat_labels], minlength=n) / np.maximum(area, 1)
     per_class = None
     if flat_labels is not None:
         k_classes = int(labels.max()) + 1
         per_class = np.bincount(flat * k_classes + flat_labels, minlength=n * k_classes).reshape(n, k_classes)
-    valid_area = float(mask.size)
     names = class_names or ()
+    dy, dx = box[0].start, box[1].start
     found = []
     for k in range(1, n):
         mean_d = sum_d[k] / area[k]
@@ -94,6 +99,7 @@ def rank_regions(
                 (names[c] if c < len(names) else str(c), round(float(per_class[k, c] / area[k]), 4)) for c in top
             )
         x, y, w, h = (int(v) for v in stats[k, :4])
+        x, y = x + dx, y + dy
         found.append(
             (
                 float(prominence),

@@ -61,3 +61,34 @@ def test_min_area_scaling_and_checks():
         effective_min_area(-1, (10, 10), False)
     with pytest.raises(ConfigError):
         clean_mask(np.zeros((20, 20), bool), erode=0)
+
+
+@pytest.mark.parametrize("where", ["middle", "corner", "edge"])
+def test_regions_in_a_small_part_of_a_large_mask_equal_the_reference(where):
+    # fill_holes / remove_small / rank_regions label only the box around the flagged pixels: a
+    # ring (hole filled), a C whose bay opens on the box edge (not filled) and specks, placed in
+    # the middle, in a corner and on an edge of a large mask, against scipy on the whole mask.
+    from scipy import ndimage
+
+    from desra.regions import rank_regions
+
+    m = np.zeros((600, 700), bool)
+    y, x = {"middle": (250, 300), "corner": (0, 0), "edge": (250, 0)}[where]
+    m[y : y + 60, x : x + 60] = True
+    m[y + 20 : y + 40, x + 20 : x + 40] = False  # ring: its hole is filled
+    m[y + 70 : y + 130, x : x + 60] = True
+    m[y + 85 : y + 115, x + 15 : x + 60] = False  # C open to the right: its bay stays
+    m[y + 140, x + 5] = m[y + 141, x + 6] = True  # a 2 px diagonal speck
+    filled = fill_holes(m)
+    np.testing.assert_array_equal(filled, ndimage.binary_fill_holes(m, structure=np.ones((3, 3))))
+    assert filled[y + 30, x + 30] and not filled[y + 100, x + 30]
+    labels, n = ndimage.label(m, structure=np.ones((3, 3)))
+    keep = np.bincount(labels.ravel()) > 2
+    keep[0] = False
+    np.testing.assert_array_equal(remove_small(m, 2), keep[labels])
+    np.testing.assert_array_equal(remove_small(m, 1), m)
+    regions = rank_regions(m, np.full(m.shape, 0.5, np.float32), offset=5)
+    assert sorted(r.bbox for r in regions) == sorted(
+        [(x + 5, y + 5, x + 65, y + 65), (x + 5, y + 75, x + 65, y + 135), (x + 10, y + 145, x + 12, y + 147)]
+    )
+    assert fill_holes(np.zeros((40, 40), bool)).sum() == 0 and rank_regions(np.zeros((40, 40), bool), np.ones((40, 40))) == []
