@@ -466,18 +466,11 @@ def write_png_uint8(path: str | os.PathLike, array: np.ndarray) -> Path:
 
 
 def write_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
-    """Write an (H, W) bool mask as an 8-bit grey PNG with 0 / 255."""
-    from PIL import Image
-
-    from desra.atomic import atomic_write_bytes
-
+    """Write an (H, W) bool mask as an 8-bit grey PNG with 0 / 255 (the fast lossless writer)."""
     mask = np.asarray(mask)
     if mask.ndim != 2 or 0 in mask.shape:
         raise ImageError(f"a mask must be a non-empty (H, W) array, got shape {mask.shape}")
-    buffer = io.BytesIO()
-    Image.fromarray(np.where(mask.astype(bool), 255, 0).astype(np.uint8), "L").save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
-    return Path(path)
+    return write_png_uint8(path, np.where(mask.astype(bool), 255, 0).astype(np.uint8))
 
 
 def read_mask(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:

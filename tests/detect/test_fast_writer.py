@@ -67,3 +67,15 @@ def test_overlay_blends_only_flagged_pixels_as_a_whole_image_float_blend_does(ph
     got = visualize.overlay(img, mask)
     assert (mask & ~outline).sum() > 40_000
     np.testing.assert_array_equal(got[~outline], expected[~outline])
+
+
+def test_masks_are_written_by_the_fast_writer_and_read_back_exactly(rocket_pair, tmp_path):
+    from desra.imageio import read_mask, write_mask
+
+    _, _, gt = rocket_pair
+    path = write_mask(tmp_path / "m.png", gt)
+    assert path.read_bytes() == encode_png_uint8(np.where(gt, 255, 0).astype(np.uint8))
+    with Image.open(path) as image:
+        assert image.mode == "L"
+        assert set(np.unique(np.asarray(image))) == {0, 255}
+    np.testing.assert_array_equal(read_mask(path), gt)
