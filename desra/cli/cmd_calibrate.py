@@ -11,6 +11,7 @@ Use the result with `desra detect --class-weights weights.tsv`.
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers) -> None:
@@ -43,7 +44,7 @@ def run(args) -> int:
     from desra.cli.cmd_detect import _models_from_args, progress_callback
     from desra.detect import DetectConfig
     from desra.errors import DesraError
-    from desra.imageio import list_images, read_image
+    from desra.imageio import list_images, list_unsupported_images, read_image
 
     # The segmenter first: without it there is nothing to calibrate, so fail before loading models.
     segmenter = semantic.load_segmenter(args.segmenter, device=args.device)
@@ -51,8 +52,12 @@ def run(args) -> int:
         raise DesraError("calibration measures D per semantic class and needs a segmenter; --segmenter none cannot work")
     mse_model, gan_model, _ = _models_from_args(args)
     paths = list_images(args.images)
+    # Images in formats desra does not read (an animated GIF, ...) are named, not skipped quietly.
+    unread = list_unsupported_images(args.images)
+    for path, reason in unread:
+        print(f"desra: skipped: {path.name}: {reason}", file=sys.stderr)
     if not paths:
-        raise DesraError(f"no images found in {args.images}")
+        raise DesraError(f"no images found in {args.images}" + (f" ({len(unread)} in formats desra does not read)" if unread else ""))
     config = DetectConfig(segment_on=args.segment_on, device=args.device)
     with progress_callback("calibrate") as tick:
         result = calibrate(

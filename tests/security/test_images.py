@@ -170,3 +170,32 @@ def test_detect_lists_an_animated_gif_among_the_failures(tmp_path, photo, desra_
     assert "desra: failed: anim: GIF images are not read by desra" in result.stderr, result.stderr[-2000:]
     report = (tmp_path / "out" / "report.json").read_text()
     assert '"name": "anim"' in report and "still" in report
+
+
+def test_calibrate_names_a_gif_it_cannot_read(tmp_path, photo, capsys):
+    # `desra calibrate --images DIR` has no failure list: it names each unread file on stderr and calibrates the rest.
+    import torch
+
+    from desra.archs import get_arch
+    from desra.checkpoint import describe, save_model
+    from desra.cli import main
+    from desra.imageio import write_image
+    from tests.detect.conftest import save_tiny_segformer
+
+    params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 2, "act_type": "prelu"}
+    models = []
+    for seed, role in ((0, "mse"), (1, "gan")):
+        torch.manual_seed(seed)
+        net = get_arch("srvgg").build(params)
+        models.append(str(save_model(tmp_path / f"{role}.safetensors", net, describe("srvgg", params, name=role, role=role))))
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    write_image(folder / "a.png", photo("astronaut")[:96, :96])
+    first, second = _frames(photo)
+    first.save(folder / "anim.gif", save_all=True, append_images=[second])
+    segformer = save_tiny_segformer(tmp_path / "tiny-ade")
+    code = main(["calibrate", "--mse-model", models[0], "--gan-model", models[1], "--images", str(folder),
+                 "--segmenter", str(segformer), "--min-pixels", "200", "--out", str(tmp_path / "w.tsv")])
+    captured = capsys.readouterr()
+    assert code == 0 and "on 1 image(s)" in captured.out
+    assert "desra: skipped: anim.gif: GIF images are not read by desra" in captured.err
