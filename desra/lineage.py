@@ -173,30 +173,28 @@ def check_lineage(lineage: Lineage | None, suspect_sha256: str, *, match: bool, 
     """
     if lineage is None:
         return LineageCheck("none", "the suspect's metadata records no lineage")
-    claim = describe_lineage(lineage)
     if lineage.weights_sha256 and lineage.weights_sha256 != suspect_sha256:
         return LineageCheck(
             "weights-differ",
-            f"the metadata claims {claim}, but it was written for other weights (sha256 {lineage.weights_sha256[:12]}..., "
-            f"these are {suspect_sha256[:12]}...): the file was edited or its metadata copied",
+            f"the lineage was written for other weights (sha256 {lineage.weights_sha256[:12]}..., these are "
+            f"{suspect_sha256[:12]}...): the file was edited or its metadata copied",
         )
     if not source_sha256:
-        return LineageCheck("unchecked", f"the metadata claims {claim}; {source_name!r} was registered without its weights' sha256, so the claim cannot be compared")
-    claims_source = source_sha256 in lineage.ancestors_sha256()
-    if claims_source and match:
-        return LineageCheck("consistent", f"the metadata claims {claim}, which is {source_name!r}, and the fingerprint agrees")
-    if not claims_source and not match:
-        return LineageCheck("consistent", f"the metadata claims {claim}, not {source_name!r}, and the fingerprint agrees that it is not derived from it")
-    if claims_source:
+        return LineageCheck("unchecked", f"{source_name!r} was registered without its weights' sha256, so the claim cannot be compared with it")
+    named = lineage.source_name or "an unnamed model"
+    if source_sha256 in lineage.ancestors_sha256():
+        if match:
+            return LineageCheck("consistent", f"the metadata names {source_name!r} as an ancestor and the fingerprint agrees")
         return LineageCheck(
             "contradicted",
-            f"the metadata claims {claim}, which is {source_name!r}, but the fingerprint says NOT derived: the metadata may be "
+            f"the metadata names {source_name!r} as an ancestor but the fingerprint says NOT derived: the metadata may be "
             "forged, or the model changed beyond eta (a long repair does)",
         )
+    if not match:
+        return LineageCheck("consistent", f"the metadata names another source ({named}) and the fingerprint agrees that it is not derived from {source_name!r}")
     return LineageCheck(
         "contradicted",
-        f"the metadata claims {claim}, not {source_name!r}, but the fingerprint says DERIVED from {source_name!r}: "
-        "the metadata may be forged or stale",
+        f"the metadata names another source ({named}) but the fingerprint says DERIVED from {source_name!r}: the metadata may be forged or stale",
     )
 
 
