@@ -124,6 +124,11 @@ PUBLISHED_TRAINING: dict[str, PublishedTraining] = {
     # with blur kernels and noise collected from each track's own source-domain images.
     "RealSR-DF2K-x4": PublishedTraining(("DF2K",), "RealSR kernels + noise of the NTIRE 2020 track 1 source images"),
     "RealSR-DF2K_JPEG-x4": PublishedTraining(("DF2K",), "RealSR kernels + noise of the NTIRE 2020 track 2 (JPEG) source images"),
+    # desra's own derived L1 parent (desra/parent.py): RealESRGAN_x4plus, then an L1 fine-tune of its last blocks
+    # on packaged photos (configs/parent/realesrgan-x4-derived.yaml); its metadata names the base as source.
+    "realesrgan-x4plus-l1-derived": PublishedTraining(
+        ("DF2K", "OST", "configs/parent/realesrgan-x4-derived.yaml photos"), "Real-ESRGAN second-order, then desra/parent.py's L1 fine-tune",
+        source_name="RealESRGAN_x4plus"),
 }
 """Registry ids (and `desra models import-ncnn` names, docs/foundation.md) -> their published training data."""
 

@@ -88,6 +88,7 @@ def test_relation_of_lineage_published_and_unrecorded_models(zoo):
     parent = facts_from_metadata("realesrgan-x4plus-l1-derived", "rrdbnet", rrdb, 4,
                                  {"extra": {"derived_from": "RealESRGAN_x4plus", "base_sha256": "9" * 64, "sha256": "8" * 64}}, "8" * 64)
     assert relation(parent, published["RealESRGAN_x4plus"]) == DERIVED
+    assert relation(parent, published["RealSR-DF2K-x4"]) == OTHER_DATA  # it inherits its base's data and adds its own recipe
 
 
 def test_relation_table_counts_pairs_and_attacks_per_relation(zoo):
