@@ -1,6 +1,9 @@
-"""Shared fixtures: real packaged photos (scikit-image's data folder) as float32 RGB in [0, 1]."""
+"""Shared fixtures: real packaged photos (scikit-image's data folder) as float32 RGB in [0, 1], and the
+device / precision cases the maths and inference tests are parametrised over."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -20,3 +23,66 @@ def load_photo(name: str) -> np.ndarray:
 def photo():
     """Factory fixture: ``photo("astronaut")`` returns that real photo as float32 RGB in [0, 1]."""
     return load_photo
+
+
+# Devices and precisions the maths and inference tests run under, kornia's way: one list here, and
+# the cases this machine cannot run are skipped here, in one place, with the reason. A machine with a
+# GPU runs the CUDA, fp16, bf16 and AMP cases by running the suite as it is.
+DEVICES = ("cpu", "cuda")
+PRECISIONS = ("cpu-fp32", "cuda-fp32", "cuda-fp16", "cuda-bf16")
+TOLERANCE = {"fp32": 1e-5, "fp16": 2e-2, "bf16": 6e-2}
+"""Largest abs difference from the CPU fp32 result a precision is allowed on [0, 1] images (bf16 keeps 8 mantissa bits)."""
+
+
+def _skip_unless_runnable(device: str, dtype: str = "fp32") -> None:
+    """The one place CUDA cases are skipped, saying why."""
+    if device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine: the cuda / fp16 / bf16 / AMP cases run where there is a GPU")
+    if dtype == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip(f"{torch.cuda.get_device_name()} has no bfloat16 support")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """One device/precision case: ``device`` ('cpu' | 'cuda'), ``dtype`` ('fp32' | 'fp16' | 'bf16')."""
+
+    device: str
+    """Torch device name."""
+    dtype: str
+    """'fp32', 'fp16' or 'bf16'."""
+
+    @property
+    def half(self) -> bool:
+        """Whether this case runs in reduced precision (desra's ``half=True``)."""
+        return self.dtype != "fp32"
+
+    @property
+    def tolerance(self) -> float:
+        """Largest abs difference from the CPU fp32 result allowed (on [0, 1] images)."""
+        return TOLERANCE[self.dtype]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> str:
+    """Each torch device ('cpu', 'cuda'); CUDA skipped with the reason where there is none."""
+    _skip_unless_runnable(request.param)
+    return request.param
+
+
+@pytest.fixture(params=PRECISIONS)
+def precision(request) -> Precision:
+    """Each device/precision case of :data:`PRECISIONS`; those this machine cannot run are skipped."""
+    device, dtype = request.param.split("-")
+    _skip_unless_runnable(device, dtype)
+    return Precision(device, dtype)
+
+
+@pytest.fixture
+def cuda() -> str:
+    """'cuda', for tests of CUDA-only behaviour; skipped with the reason where there is no GPU."""
+    _skip_unless_runnable("cuda")
+    return "cuda"

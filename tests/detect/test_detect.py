@@ -118,3 +118,12 @@ def test_bad_inputs(photo):
     progress = []
     detect_artifacts(img, img, progress=lambda d, t: progress.append((d, t)))
     assert progress[-1] == (4, 4)
+
+
+def test_every_device_finds_what_the_cpu_path_finds(rocket_pair, device):
+    mse, gan, gt = rocket_pair
+    cpu = detect_artifacts(mse, gan)
+    on_device = detect_artifacts(mse, gan, DetectConfig(device=device))
+    assert np.abs(on_device.d - cpu.d).max() <= 1e-4
+    np.testing.assert_array_equal(on_device.mask, cpu.mask)
+    assert score_image(on_device.mask, gt).recall == 1.0

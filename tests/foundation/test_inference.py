@@ -113,8 +113,29 @@ def test_out_of_memory_retries_with_smaller_tiles(sharp_model, crop):
         upscale(tiny, crop)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_half_falls_back_to_fp32_when_not_finite(sharp_model, crop):
+def _in_precision(model: SRModel, precision) -> SRModel:
+    """The model with ``supports_half`` set so desra's ``half=True`` picks this case's dtype (fp16 or bf16)."""
+    import dataclasses
+
+    return SRModel(dataclasses.replace(model.descriptor, supports_half=precision.dtype != "bf16"), model.module)
+
+
+def test_every_device_and_precision_matches_cpu_fp32(sharp_model, crop, precision):
+    reference = upscale(sharp_model, crop)
+    model = _in_precision(sharp_model, precision)
+    events: list[InferenceEvent] = []
+    out = upscale(model, crop, device=precision.device, half=precision.half, on_event=events.append)
+    assert out.shape == reference.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    assert not [e for e in events if e.kind == "fp32_fallback"]  # this network stays finite in half
+    assert np.abs(out - reference).max() <= precision.tolerance
+    if precision.dtype != "fp32":  # reduced precision really ran: not bit-identical to fp32
+        assert np.abs(out - reference).max() > 0
+    # Tiles inside the exactness condition (receptive field 6 px <= overlap 24 / 4) on this device too.
+    tiled = upscale(model, crop, tile=56, overlap=24, device=precision.device, half=precision.half)
+    assert np.abs(tiled - out).max() <= (3e-5 if precision.dtype == "fp32" else precision.tolerance)
+
+
+def test_cuda_half_falls_back_to_fp32_when_not_finite(sharp_model, crop, cuda):
     net = get_arch("srvgg").build(SHARP_PARAMS).eval()
     net.load_state_dict(sharp_model.module.state_dict())
     with torch.no_grad():  # activations above fp16's 65504 in the middle, harmless in fp32
@@ -122,7 +143,7 @@ def test_cuda_half_falls_back_to_fp32_when_not_finite(sharp_model, crop):
         net.body[-1].weight.div_(1e4)
     model = SRModel(sharp_model.descriptor, net)
     events: list[InferenceEvent] = []
-    out = upscale(model, crop, device="cuda", half=True, on_event=events.append)
+    out = upscale(model, crop, device=cuda, half=True, on_event=events.append)
     assert [e.kind for e in events] == ["fp32_fallback"]
     assert np.isfinite(out).all()
     assert np.abs(out - upscale(model, crop, device="cuda")).max() < 1e-4
