@@ -23,7 +23,14 @@ BENCHMARK_MODULES = (
     "desra.benchmarks.detect",
     "desra.benchmarks.finetune",
     "desra.benchmarks.fingerprint",
+    "desra.benchmarks.gpu",
 )
+
+# Named sets of benchmarks run by ``desra bench --suite NAME``, each with the device kind it needs.
+# 'gpu': every GPU figure the README reports, planned to take under 8 minutes on one H100/H200.
+SUITES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gpu": ("cuda", ("gpu-sr", "gpu-dmap", "finetune-throughput", "fingerprint-extract", "gpu-ddp")),
+}
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,25 @@ def list_benchmarks() -> list[Benchmark]:
     """All registered benchmarks, sorted by name."""
     _load_all()
     return sorted(_REGISTRY.values(), key=lambda b: b.name)
+
+
+def cuda_missing(device: str) -> str | None:
+    """Why ``device`` cannot run CUDA benchmarks (one line), or None when it can."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "needs a CUDA device; torch.cuda.is_available() is False on this machine"
+    if not device.startswith("cuda"):
+        return f"needs a CUDA device; this run is on {device!r} (a GPU is here: pass --device cuda)"
+    return None
+
+
+def cuda_skip(ctx: BenchContext, name: str) -> list[BenchResult] | None:
+    """One NaN row saying why benchmark ``name`` did not run when ``ctx`` has no CUDA device, else None."""
+    reason = cuda_missing(ctx.device)
+    if reason is None:
+        return None
+    return [BenchResult(metric="skipped", value=float("nan"), unit="", params={"device": ctx.device}, note=f"{name}: {reason}")]
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
@@ -138,4 +164,37 @@ def run_benchmarks(names: Iterable[str] | None, ctx: BenchContext) -> dict[str, 
     for name in selected:
         results = _REGISTRY[name].run(ctx)
         report["benchmarks"][name] = [asdict(r) for r in results]
+    return report
+
+
+def run_suite(name: str, ctx: BenchContext, on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run every benchmark of suite ``name``, or skip each with its reason when the device is missing.
+
+    The report is that of :func:`run_benchmarks` plus ``suite``, ``skipped`` (name -> reason),
+    ``failed`` (name -> error line) and ``seconds`` (name -> wall time). A benchmark that fails is
+    recorded and the next one runs, so one run on a lent GPU gives every figure it can;
+    ``on_progress(report)`` is called after each benchmark (to save partial results).
+    """
+    if name not in SUITES:
+        raise UnknownNameError(f"unknown suite {name!r}; known: {', '.join(sorted(SUITES))}")
+    _load_all()
+    needs, names = SUITES[name]
+    missing = [n for n in names if n not in _REGISTRY]
+    if missing:
+        raise UnknownNameError(f"suite {name!r} lists unregistered benchmarks: {', '.join(missing)}")
+    reason = cuda_missing(ctx.device) if needs == "cuda" else None
+    report: dict[str, Any] = {"environment": environment_info(ctx.device), "suite": name, "benchmarks": {},
+                              "skipped": {}, "failed": {}, "seconds": {}}
+    for bench in names:
+        if reason is not None:
+            report["skipped"][bench] = reason
+            continue
+        start = time.perf_counter()
+        try:
+            report["benchmarks"][bench] = [asdict(r) for r in _REGISTRY[bench].run(ctx)]
+        except Exception as error:  # noqa: BLE001 - recorded per benchmark; the suite goes on
+            report["failed"][bench] = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+        report["seconds"][bench] = round(time.perf_counter() - start, 2)
+        if on_progress is not None:
+            on_progress(report)
     return report

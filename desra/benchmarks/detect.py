@@ -94,3 +94,104 @@ def detect_full(ctx: BenchContext) -> list[BenchResult]:
         mpix = side * side / 1e6
         results.append(BenchResult("s_per_output_mpix", seconds / mpix, "s/MP", {"size": f"{side}x{side}", "device": config.device}))
     return results
+
+
+def e2e_pair(folder, side: int = 2048) -> tuple:
+    """Write the detect-e2e pair into ``folder``: (MSE path, GAN path), 8-bit RGB PNGs of side x side.
+
+    MSE-SR: scikit-image's astronaut (a real 512x512 photo) resized to side/4 and upscaled x4 by
+    bicubic interpolation, as a smooth MSE-SR output is. GAN-SR: the same plus faint noise
+    everywhere (sigma 0.02) and strong noise (sigma 0.08, grey) in one box, the texture GAN
+    inference paints where the MSE output is smooth. Seeded: the same files on every run.
+    """
+    from pathlib import Path
+
+    import cv2
+    import numpy as np
+    import skimage.data
+
+    folder = Path(folder)
+    photo = skimage.data.astronaut()
+    if side // 4 != photo.shape[0]:
+        photo = cv2.resize(photo, (side // 4, side // 4), interpolation=cv2.INTER_AREA)
+    mse = cv2.resize(photo, (side, side), interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255.0
+    rng = np.random.default_rng(0)
+    gan = mse + 0.02 * rng.standard_normal(mse.shape).astype(np.float32)
+    y0, y1, x0, x1 = side * 100 // 1024, side * 350 // 1024, side * 600 // 1024, side * 950 // 1024
+    gan[y0:y1, x0:x1] += 0.08 * rng.standard_normal((y1 - y0, x1 - x0, 1)).astype(np.float32)
+    paths = folder / "mse.png", folder / "gan.png"
+    for path, image in zip(paths, (mse, gan)):
+        rgb = np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return paths
+
+
+def _timed_run(command: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the child, user + system) of one subprocess run; raises on failure."""
+    import os
+    import subprocess
+    import time
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {proc.returncode}: {stderr.decode(errors='replace')[-500:]}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def desra_command() -> list[str]:
+    """How a user starts desra here: the ``desra`` console script next to this Python, else ``python -m desra``."""
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("desra")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "desra"]
+
+
+@register_benchmark("detect-e2e", "desra detect --segmenter none end to end (start-up, reading, all default outputs) "
+                    "against a naive float64 numpy/OpenCV script, side by side on a 2048x2048 PNG pair")
+def detect_e2e(ctx: BenchContext) -> list[BenchResult]:
+    """Alternate the CLI and the naive script (each a fresh process) on the same pair; medians and their ratio."""
+    import statistics
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from desra.benchmarks import naive_detect
+
+    side = 512 if ctx.quick else 2048
+    repeats = max(1, ctx.repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        mse, gan = e2e_pair(tmp, side)
+        cli = [*desra_command(), "detect", "--mse", str(mse), "--gan", str(gan), "--segmenter", "none",
+               "--out", str(tmp / "cli")]
+        naive = [__import__("sys").executable, naive_detect.__file__, str(mse), str(gan), str(tmp / "naive_mask.png")]
+        _timed_run(cli), _timed_run(naive)  # warm-up: page cache, .pyc files
+        cli_runs, naive_runs = [], []
+        for _ in range(repeats):  # alternated, so both see the same machine load
+            cli_runs.append(_timed_run(cli))
+            naive_runs.append(_timed_run(naive))
+        with Image.open(tmp / "cli" / "gan_mask.png") as a, Image.open(tmp / "naive_mask.png") as b:
+            differing = int((np.asarray(a) != np.asarray(b)).sum())
+        outputs = sorted(p.name for p in (tmp / "cli").iterdir())
+    cli_wall = statistics.median(w for w, _ in cli_runs)
+    naive_wall = statistics.median(w for w, _ in naive_runs)
+    cli_cpu = statistics.median(c for _, c in cli_runs)
+    naive_cpu = statistics.median(c for _, c in naive_runs)
+    params = {"size": f"{side}x{side}", "repeats": repeats, "pair": "astronaut, bicubic x4 + noise"}
+    return [
+        BenchResult("cli_wall", cli_wall, "s", params, f"desra detect, fresh process; writes {', '.join(outputs)}"),
+        BenchResult("naive_wall", naive_wall, "s", params, "float64 filter2D + scipy.ndimage script, fresh process, mask only"),
+        BenchResult("e2e_speedup", naive_wall / cli_wall, "x", params, "wall time, naive / desra; goal >= 3x"),
+        BenchResult("cli_cpu", cli_cpu, "s", params, "user + system CPU seconds of the desra process"),
+        BenchResult("naive_cpu", naive_cpu, "s", params, "user + system CPU seconds of the script"),
+        BenchResult("e2e_work_ratio", naive_cpu / cli_cpu, "x", params, "CPU seconds, naive / desra"),
+        BenchResult("mask_pixels_differing", differing, "px", params, "desra's mask against the script's"),
+    ]

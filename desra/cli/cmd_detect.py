@@ -98,7 +98,7 @@ class _NoBar:
     def __init__(self) -> None:
         self.n = 0
 
-    def __enter__(self) -> _NoBar:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from desra.errors import ConfigError
-from desra.morphology import clean_mask, clean_mask_reference, effective_min_area, fill_holes, remove_small
+from desra.morphology import (
+    clean_mask,
+    clean_mask_reference,
+    effective_min_area,
+    fill_holes,
+    remove_small,
+)
 
 
 def test_small_specks_vanish_and_blobs_grow_by_the_dilation():
@@ -82,7 +88,7 @@ def test_regions_in_a_small_part_of_a_large_mask_equal_the_reference(where):
     filled = fill_holes(m)
     np.testing.assert_array_equal(filled, ndimage.binary_fill_holes(m, structure=np.ones((3, 3))))
     assert filled[y + 30, x + 30] and not filled[y + 100, x + 30]
-    labels, n = ndimage.label(m, structure=np.ones((3, 3)))
+    labels, _ = ndimage.label(m, structure=np.ones((3, 3)))
     keep = np.bincount(labels.ravel()) > 2
     keep[0] = False
     np.testing.assert_array_equal(remove_small(m, 2), keep[labels])
