@@ -44,7 +44,7 @@ MIN_TILE = 16  # smallest tile side in input pixels (also where an OOM retry giv
 
 @dataclass(frozen=True)
 class InferenceEvent:
-    """Something the caller should be told about: ``kind`` is 'oom_retry', 'fp32_fallback' or 'half_ignored'."""
+    """Something the caller should be told about: ``kind`` is 'oom_retry', 'fp32_fallback', 'half_ignored' or 'overlap_capped'."""
 
     kind: str  # machine-readable event type
     message: str  # one line for people
@@ -251,7 +251,15 @@ def _upscale_tiled(runner: _Runner, image: np.ndarray, tile: int | None, overlap
             progress(1, 1)
         return out
     scale = runner.descriptor.scale
-    overlap = min(overlap, tile // 2)
+    if overlap > tile // 2:
+        # Said, not silent: with the smaller overlap, tiles match untiled output only where the
+        # network's receptive field fits in a quarter of it (module docstring).
+        runner.emit(InferenceEvent(
+            "overlap_capped",
+            f"overlap {overlap} px does not fit {tile} px tiles; using {tile // 2} px, so tiled output equals "
+            f"untiled only for networks that see <= {tile // 8} px around a pixel (use tiles >= {2 * overlap} px)",
+        ))
+        overlap = tile // 2
     th, tw = min(tile, h), min(tile, w)
     ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
     wys, wxs = _axis_weights(ys, th, scale), _axis_weights(xs, tw, scale)

@@ -49,6 +49,15 @@ def test_tiled_equals_untiled(sharp_model, crop):
     tiled = upscale(sharp_model, crop, tile=56, overlap=24, progress=lambda d, t: ticks.append((d, t)))
     assert ticks[-1][0] == ticks[-1][1] > 1  # it really tiled
     assert np.abs(tiled - full).max() <= 3e-5
+    # An overlap the tiles cannot hold (24 > 40 / 2) is capped to 20 and said so, not silently:
+    # outside the exactness condition the output is measurably off (5e-4 here).
+    events: list[InferenceEvent] = []
+    capped = upscale(sharp_model, crop, tile=40, overlap=24, on_event=events.append)
+    assert [e.kind for e in events] == ["overlap_capped"] and "using 20 px" in events[0].message
+    assert np.abs(capped - full).max() > 3e-5
+    quiet: list[InferenceEvent] = []
+    upscale(sharp_model, crop, tile=56, overlap=24, on_event=quiet.append)
+    assert quiet == []
     # Without overlap the seams are visible: the comparison above would catch a broken blend.
     naive = upscale(sharp_model, crop, tile=40, overlap=0)
     assert np.abs(naive - full).max() > 1 / 255
@@ -106,8 +115,9 @@ def test_out_of_memory_retries_with_smaller_tiles(sharp_model, crop):
     model = SRModel(sharp_model.descriptor, limited)
     events: list[InferenceEvent] = []
     out = upscale(model, crop, tile=None, overlap=16, on_event=events.append)
-    assert [e.kind for e in events] == ["oom_retry", "oom_retry"]  # 96 -> 48 -> 24 px tiles
-    assert "retrying with 24 px tiles" in events[-1].message
+    # 96 -> 48 -> 24 px tiles; 24 px tiles cannot hold a 16 px overlap, which is said too.
+    assert [e.kind for e in events] == ["oom_retry", "oom_retry", "overlap_capped"]
+    assert "retrying with 24 px tiles" in events[1].message
     assert max(h * w for h, w in limited.sizes[2:]) <= 40 * 40
     assert np.abs(out - upscale(sharp_model, crop, tile=24, overlap=16)).max() == 0.0
     tiny = SRModel(sharp_model.descriptor, _MemoryLimited(sharp_model.module, limit=4))
