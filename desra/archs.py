@@ -99,6 +99,12 @@ def detect_architecture(state_dict: StateDict) -> tuple[str, dict[str, Any], int
     )
 
 
+def _brief(value: Any, limit: int = 120) -> str:
+    """repr() cut to ``limit`` characters: a hostile file's claims must not turn an error into pages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _same(claimed: Any, detected: Any) -> bool:
     """Whether a claimed parameter value equals the detected one (types included: "64" is not 64, True is not 1)."""
     if isinstance(claimed, bool) or isinstance(detected, bool):
@@ -130,17 +136,17 @@ def check_params(name: str, claimed: Mapping[str, Any], state_dict: StateDict, *
     if detected is None:
         raise ArchitectureError(
             f"{what} does not look like a {name} network (first keys: {', '.join(list(state_dict)[:6])}); "
-            f"its parameters {dict(claimed)} cannot be checked against the tensors, so nothing was built"
+            f"its parameters {_brief(dict(claimed))} cannot be checked against the tensors, so nothing was built"
         )
     detected = spec.reconcile(dict(detected), claimed, state_dict)
     unknown = sorted(k for k in claimed if k not in detected and k not in spec.unchecked)
     if unknown:
         raise ArchitectureError(
-            f"{what}: {name} has no parameter(s) {', '.join(map(repr, unknown))}; "
+            f"{what}: {name} has no parameter(s) {_brief(unknown)}; "
             f"known: {', '.join(sorted({*detected, *spec.unchecked}))}"
         )
     wrong = [
-        f"{key}={claimed[key]!r} but the tensors say {detected[key]!r}"
+        f"{key}={_brief(claimed[key], 60)} but the tensors say {_brief(detected[key], 60)}"
         + (f" ({spec.evidence[key]})" if key in spec.evidence else "")
         for key in claimed
         if key in detected and not _same(claimed[key], detected[key])
@@ -171,7 +177,7 @@ def check_weight_budget(name: str, params: Mapping[str, Any], state_dict: StateD
     # after building, which names them; only a file far smaller than its network is stopped here.
     if needed > 2 * held + BUDGET_SLACK:
         raise ArchitectureError(
-            f"{source or 'the state dict'}: {name} {dict(params)} would hold at least {needed} weights "
+            f"{source or 'the state dict'}: {name} {_brief(dict(params))} would hold at least {needed} weights "
             f"({needed * 4 / 1e9:.2f} GB as float32) but the file holds only {held}; its tensors do not describe "
             "that network, so nothing was built"
         )
