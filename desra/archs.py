@@ -80,6 +80,14 @@ def get_arch(name: str) -> ArchSpec:
         ) from None
 
 
+def detect_params(spec: ArchSpec, state_dict: StateDict) -> dict[str, Any] | None:
+    """``spec.detect(state_dict)``, with tensors of unexpected rank or shape (a hostile file's) meaning "not this architecture"."""
+    try:
+        return spec.detect(state_dict)
+    except (IndexError, KeyError, TypeError, ValueError, ZeroDivisionError, AttributeError):
+        return None
+
+
 def list_archs() -> list[str]:
     """Names of all registered architectures, sorted."""
     return sorted(_ARCHS)
@@ -88,7 +96,7 @@ def list_archs() -> list[str]:
 def detect_architecture(state_dict: StateDict) -> tuple[str, dict[str, Any], int]:
     """Recognise a state dict: ``(arch name, params, scale)``; ArchitectureError if nothing fits."""
     for spec in _ARCHS.values():
-        params = spec.detect(spec.normalize(state_dict))
+        params = detect_params(spec, spec.normalize(state_dict))
         if params is not None:
             return spec.name, params, spec.scale(params)
     sample = ", ".join(list(state_dict)[:6])
@@ -129,10 +137,10 @@ def check_params(name: str, claimed: Mapping[str, Any], state_dict: StateDict, *
     if not isinstance(claimed, Mapping):
         raise ArchitectureError(f"{what}: {name} parameters must be a mapping of names to values, got {type(claimed).__name__}")
     state_dict = spec.normalize(state_dict)
-    detected = spec.detect(state_dict)
+    detected = detect_params(spec, state_dict)
     if detected is None and spec.own_keys:
         own = re.compile(spec.own_keys)
-        detected = spec.detect({k: v for k, v in state_dict.items() if own.match(k)})
+        detected = detect_params(spec, {k: v for k, v in state_dict.items() if own.match(k)})
     if detected is None:
         raise ArchitectureError(
             f"{what} does not look like a {name} network (first keys: {', '.join(list(state_dict)[:6])}); "

@@ -173,6 +173,12 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Any]:
         if isinstance(obj.get(key), dict):
             obj = obj[key]
             break
+    not_names = [k for k in obj if not isinstance(k, str)]
+    if not_names:
+        raise CheckpointError(
+            f"{path} is not a state dict: its keys must be parameter names (strings), found {type(not_names[0]).__name__} "
+            f"keys such as {str(not_names[0])[:40]!r}"
+        )
     state_dict = _strip_prefix(dict(obj))
     bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
     if bad or not state_dict:
@@ -278,6 +284,7 @@ def build_from_state_dict(
         check_params,
         check_weight_budget,
         detect_architecture,
+        detect_params,
         get_arch,
     )
 
@@ -288,7 +295,7 @@ def build_from_state_dict(
     spec = get_arch(architecture)
     state_dict = spec.normalize(state_dict)
     if arch_params is None:
-        arch_params = spec.detect(state_dict)
+        arch_params = detect_params(spec, state_dict)
         if arch_params is None:
             raise ArchitectureError(
                 f"{source or 'the state dict'} does not look like a {architecture} network "

@@ -191,3 +191,23 @@ def test_a_huge_claim_gives_a_short_message(tiny, tmp_path):
     with pytest.raises(ArchitectureError, match="num_conv=") as info:
         load_model(path)
     assert len(str(info.value)) < 600 and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        {1: torch.zeros(1)},  # keys that are not parameter names
+        {"params": {1: torch.zeros(1), "a": torch.zeros(1)}},
+        {"body.0.rdb1.conv1.weight": torch.tensor(1.0), "conv_first.weight": torch.tensor(1.0),
+         "conv_last.weight": torch.tensor(1.0)},  # rrdbnet names on 0-d tensors
+        {"body.0.weight": torch.tensor(1.0), "body.1.weight": torch.tensor(1.0)},  # srvgg names on 0-d tensors
+        {"layers.0.residual_group.blocks.0.attn.relative_position_bias_table": torch.tensor(1.0),
+         "conv_first.weight": torch.tensor(1.0)},  # swinir names on 0-d tensors
+    ],
+    ids=["int-keys", "nested-int-keys", "rrdbnet-0d", "srvgg-0d", "swinir-0d"],
+)
+def test_state_dicts_of_the_wrong_shape_are_checkpoint_errors(tmp_path, state):
+    path = tmp_path / "odd.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError):
+        load_model(path)
