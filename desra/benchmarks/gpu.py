@@ -116,7 +116,9 @@ def gpu_dmap(ctx: BenchContext) -> list[BenchResult]:
     mse = _photo(1920, 1080)
     rng = np.random.default_rng(0)
     gan = mse.copy()
-    gan[100:500, 700:1300] += 0.08 * rng.standard_normal((400, 600, 1)).astype(np.float32)
+    h, w = mse.shape[:2]
+    y0, y1, x0, x1 = h // 10, h // 2, 3 * w // 8, 2 * w // 3  # a textured box, as GAN artifacts are
+    gan[y0:y1, x0:x1] += 0.08 * rng.standard_normal((y1 - y0, x1 - x0, 1)).astype(np.float32)
     gan = np.clip(gan, 0.0, 1.0)
     x = torch.from_numpy(mse).permute(2, 0, 1).to(ctx.device)
     y = torch.from_numpy(gan).permute(2, 0, 1).to(ctx.device)
