@@ -162,7 +162,10 @@ def _as_image(x: np.ndarray, what: str) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 3 or x.shape[-1] != 3:
         raise PairMismatchError(f"{what} image has shape {x.shape}; expected (H, W, 3) RGB float in [0, 1]")
-    # Unclamped SR outputs make colour patches that would read as texture: clamp first.
+    # Unclamped SR outputs make colour patches that would read as texture: clamp first. Images read
+    # from files are in range already and are not copied (two 50 MB copies for a 2048x2048 pair).
+    if x.dtype == np.float32 and x.size and 0.0 <= x.min() and x.max() <= 1.0:
+        return x
     return np.clip(x, 0.0, 1.0).astype(np.float32, copy=False)
 
 

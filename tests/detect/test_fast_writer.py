@@ -79,3 +79,18 @@ def test_masks_are_written_by_the_fast_writer_and_read_back_exactly(rocket_pair,
         assert image.mode == "L"
         assert set(np.unique(np.asarray(image))) == {0, 255}
     np.testing.assert_array_equal(read_mask(path), gt)
+
+
+def test_detection_does_not_change_its_inputs_in_range_or_not(rocket_pair):
+    # In-range float32 images are no longer copied before detection: nothing may write into them.
+    from desra.detect import detect_artifacts
+
+    mse, gan, _ = rocket_pair
+    wild = gan * 1.3 - 0.1
+    for pair in ((mse, gan), (mse, wild)):
+        before = [a.copy() for a in pair]
+        detection = detect_artifacts(*pair)
+        assert detection.regions
+        for a, b in zip(pair, before):
+            np.testing.assert_array_equal(a, b)
+    assert detect_artifacts(mse, wild).mask.sum() == detect_artifacts(mse, np.clip(wild, 0, 1)).mask.sum()
