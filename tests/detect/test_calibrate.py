@@ -59,7 +59,32 @@ def test_calibrate_cli_writes_a_table_detect_can_use(tmp_path, photo, tiny_segfo
     assert code == 0 and "wrote" in capsys.readouterr().out
     table = semantic.load_class_weights(out)
     calibrated = [k for k in range(150) if not table.flagged[k]]
-    assert calibrated and len(calibrated) < 150
+    # Worked out here from the same images: degrade, both models, the float64 D map, SegFormer on
+    # the MSE output; a class is calibrated exactly when it covers >= 200 valid pixels, and its A is
+    # the bin of its exact 85th percentile of D (the CLI bins a histogram: one bin of slack).
+    from desra.calibrate import degrade_image, weight_bin
+    from desra.checkpoint import load_model
+    from desra.dmap import d_map_reference
+    from desra.imageio import read_image
+    from desra.inference import upscale
+
+    seg = semantic.load_segmenter(str(tiny_segformer))
+    mse_model, gan_model = load_model(models[0]), load_model(models[1])
+    d_by_class: dict[int, list] = {}
+    for i, name in enumerate(("a.png", "b.png")):
+        lr = degrade_image(read_image(hr / name).rgb, 2, degrade, i)
+        mse_sr, gan_sr = upscale(mse_model, lr), upscale(gan_model, lr)
+        d = d_map_reference(mse_sr, gan_sr)
+        labels = semantic.segment(seg, mse_sr)[5:-5, 5:-5]
+        for k in np.unique(labels):
+            d_by_class.setdefault(int(k), []).append(d[labels == k])
+    expected = sorted(k for k, parts in d_by_class.items() if sum(p.size for p in parts) >= 200)
+    assert calibrated == expected and 0 < len(expected) < 150
+    for k in expected:
+        p85 = np.percentile(np.concatenate(d_by_class[k]), 85)
+        assert abs(table.weights[k] - (20 - weight_bin(p85)) / 20) <= 0.05 + 1e-6, semantic.ADE20K_CLASSES[k]
+    default = semantic.default_class_weights()
+    assert all(table.weights[k] == default.weights[k] for k in range(150) if k not in expected)
     lines = out.read_text().splitlines()
     assert lines[0].split("\t")[:4] == ["index", "class", "bin", "adjustment_weight_A"]
 
