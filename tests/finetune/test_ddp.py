@@ -171,3 +171,13 @@ def test_torchrun_two_processes_train_in_sync_write_once_and_resume_after_kill(s
     assert any(name.endswith("weight_u") for name in rank0["discriminator"])
     shipped = load_pair("desra-demo-x4")[1].module.state_dict()
     assert any(not torch.equal(shipped[name], rank0["generator"][name]) for name in shipped)
+    # And the killed-and-resumed run ended where the same command run straight through ends.
+    straight = tmp_path / "straight"
+    whole = subprocess.run(_torchrun("-m", "desra", *flags[:-1], str(straight)), capture_output=True, text=True,
+                           timeout=600, env=env)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    uninterrupted = load_checkpoint(straight / "ckpt" / f"iter_{ITERS:06d}.pt")
+    for key in ("generator", "ema", "discriminator"):
+        assert final[key].keys() == uninterrupted[key].keys()
+        for name, tensor in final[key].items():
+            torch.testing.assert_close(tensor, uninterrupted[key][name], rtol=0, atol=1e-6, msg=f"{key}.{name}")
