@@ -13,16 +13,26 @@ from desra.errors import ConfigError
 
 _FONT_SCALE = 0.4
 _TEXT_HEIGHT = 14
+_BAND_ROWS = 64  # rows converted per step by _to_uint8
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype == np.uint8:
         return image.copy()
-    scaled = np.clip(image, 0.0, 1.0)  # a new array: the in-place steps below leave the input alone
-    scaled *= 255.0
-    scaled += 0.5
-    return scaled.astype(np.uint8)
+    if image.ndim == 0:
+        return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    # In bands of rows through one small buffer: a float copy of a whole 2048x2048 image is 50 MB
+    # of fresh pages, which cost more to fault in than the arithmetic.
+    out = np.empty(image.shape, np.uint8)
+    buf = np.empty((_BAND_ROWS, *image.shape[1:]), np.clip(image[:1], 0.0, 1.0).dtype)
+    for y0 in range(0, image.shape[0], _BAND_ROWS):
+        part = buf[: min(_BAND_ROWS, image.shape[0] - y0)]
+        np.clip(image[y0 : y0 + _BAND_ROWS], 0.0, 1.0, out=part)
+        part *= 255.0
+        part += 0.5
+        np.copyto(out[y0 : y0 + _BAND_ROWS], part, casting="unsafe")  # truncates, as astype does
+    return out
 
 
 def _text(canvas: np.ndarray, text: str, x: int, y: int, color=(0, 0, 0)) -> None:

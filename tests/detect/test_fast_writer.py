@@ -94,3 +94,12 @@ def test_detection_does_not_change_its_inputs_in_range_or_not(rocket_pair):
         for a, b in zip(pair, before):
             np.testing.assert_array_equal(a, b)
     assert detect_artifacts(mse, wild).mask.sum() == detect_artifacts(mse, np.clip(wild, 0, 1)).mask.sum()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows", [1, 63, 64, 65, 200])
+def test_pictures_scale_to_uint8_as_the_whole_image_formula_does(photo, dtype, rows):
+    # _to_uint8 converts in bands of rows; any height, band edge or float type gives the same bytes.
+    img = (photo("coffee")[:rows] * 1.3 - 0.15).astype(dtype)
+    expected = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(visualize.overlay(img, np.zeros(img.shape[:2], bool)), expected)
