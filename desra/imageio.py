@@ -470,7 +470,8 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray) -> Path:
     mask = np.asarray(mask)
     if mask.ndim != 2 or 0 in mask.shape:
         raise ImageError(f"a mask must be a non-empty (H, W) array, got shape {mask.shape}")
-    return write_png_uint8(path, np.where(mask.astype(bool), 255, 0).astype(np.uint8))
+    # uint8 throughout: np.where(mask, 255, 0) would build an int64 image 8x the mask's size first.
+    return write_png_uint8(path, np.multiply(mask.astype(bool), 255, dtype=np.uint8))
 
 
 def read_mask(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
