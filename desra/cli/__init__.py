@@ -46,8 +46,8 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every command group registered."""
+def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every command group registered (or only the modules in ``commands``)."""
     from desra import __version__
 
     parser = Parser(
@@ -57,17 +57,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"desra {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in commands or COMMAND_MODULES:
         module = importlib.import_module(f"desra.cli.cmd_{name}")
         module.register(subparsers)
     return parser
+
+
+def _named_command(argv: Sequence[str]) -> tuple[str] | None:
+    """(module,) of the command ``argv`` names first, or None (help, version, unknown: every command).
+
+    Registering one command instead of all of them keeps start-up short for ``desra detect`` on a
+    single pair, where start-up is a good part of the run.
+    """
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is None or any(a in ("-h", "--help", "--version") for a in argv[: list(argv).index(first)]):
+        return None
+    module = first.replace("-", "_")
+    return (module,) if module in COMMAND_MODULES else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``desra`` console script; returns the exit code."""
     from desra.errors import DesraError
 
-    parser = build_parser()
+    parser = build_parser(_named_command(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

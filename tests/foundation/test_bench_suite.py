@@ -61,3 +61,17 @@ def test_json_takes_a_file_but_not_a_benchmark_name(capsys):
     assert "put benchmark names before --json" in capsys.readouterr().err
     assert main(["bench", "gpu-dmap", "--device", "cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["benchmarks"]["gpu-dmap"][0]["metric"] == "skipped"
+
+
+def test_a_named_command_registers_alone_and_help_still_lists_every_command(capsys):
+    from desra.cli import COMMAND_MODULES, _named_command, build_parser
+
+    assert _named_command(["detect", "--mse", "a.png"]) == ("detect",)
+    assert _named_command(["--debug", "evaluate-run", "--json"]) == ("evaluate_run",)
+    assert _named_command(["--help", "detect"]) is None and _named_command(["nope"]) is None and _named_command([]) is None
+    parser = build_parser(("detect",))
+    assert parser.parse_args(["detect", "--mse", "a", "--gan", "b"]).command == "detect"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    listed = capsys.readouterr().out
+    assert all(name.replace("_", "-") in listed for name in COMMAND_MODULES)
