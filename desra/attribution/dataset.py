@@ -65,12 +65,10 @@ class ZooMember:
 
 def zoo_members(configs: Sequence[Path], zoo_dir: Path) -> list[ZooMember]:
     """Members (mse and gan stage of each config) whose weights live in ``zoo_dir/<config name>/``, sorted by name."""
-    from desra.zoo import exported_path, load_zoo_config
-
     import hashlib
     from collections import Counter
 
-    from desra.zoo import training_sources
+    from desra.zoo import exported_path, load_zoo_config, training_sources
 
     loaded = [(path, load_zoo_config(path)) for path in configs]
     sources = {str(path): tuple(sorted(training_sources(config.data))) for path, config in loaded}

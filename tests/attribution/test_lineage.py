@@ -168,8 +168,7 @@ def test_zoo_training_records_lineage_from_init_then_from_the_mse_stage(tmp_path
 
 
 def test_finetune_export_records_its_start_model_and_recipe(tmp_path, photo):
-    from desra.checkpoint import load_model
-    from desra.checkpoint import save_model
+    from desra.checkpoint import load_model, save_model
     from desra.finetune import FinetuneConfig, finetune
     from tests.finetune.conftest import _tiny_generator, build_set
 
