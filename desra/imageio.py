@@ -435,26 +435,53 @@ def write_imagedata(path: str | os.PathLike, image: ImageData) -> Path:
     )
 
 
-def encode_png_uint8(array: np.ndarray) -> bytes:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_BAND_BYTES = 4 << 20  # filtered bytes per independently deflated band of rows
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
+def encode_png_uint8(array: np.ndarray, *, threads: int | None = None) -> bytes:
     """Encode an ``(H, W)`` grey or ``(H, W, 3)`` RGB uint8 array as a lossless 8-bit PNG, fast.
 
-    For pictures desra makes itself (overlays, legends): OpenCV's encoder with the Up filter and
-    zlib level 1 in RLE mode is about 5x faster than Pillow's default (level 6, adaptive filters)
-    on a noisy 2048x2048 overlay, for a file within a few percent of its size; the pixels are the
-    same, PNG being lossless whatever the compression settings.
+    For pictures desra makes itself (overlays, masks, legends): every row Up-filtered, deflated at
+    zlib level 1 in RLE mode, in bands of about 4 MB of rows shared out to ``threads`` threads
+    (default: the CPUs here) and joined into one zlib stream as pigz does (each band but the last
+    ends on a sync flush). About 6x less CPU than Pillow's default (level 6, adaptive filters) on a noisy
+    2048x2048 overlay for a file within a few percent of its size; the pixels are the same, PNG
+    being lossless whatever the compression settings.
     """
-    import cv2
-
     array = np.asarray(array)
     if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3) or 0 in array.shape:
         raise ImageError(f"expected an (H, W) or (H, W, 3) uint8 array to write as PNG, got {array.dtype} {array.shape}")
-    bgr = array if array.ndim == 2 else array[..., ::-1]  # OpenCV wants BGR
-    params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP,
-              cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
-    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(bgr), params)
-    if not ok:
-        raise ImageError(f"OpenCV could not encode a PNG of shape {array.shape}")
-    return buffer.tobytes()
+    h, w = array.shape[:2]
+    rows = np.ascontiguousarray(array).reshape(h, -1)
+    raw = np.empty((h, rows.shape[1] + 1), np.uint8)
+    raw[:, 0] = 2  # filter type Up; above the first row PNG counts zeros, so it is stored as it is
+    raw[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])  # uint8 wraps modulo 256, as PNG's filters do
+    # The bands depend on the image alone (one per 4 MB of filtered rows), so the bytes are the same
+    # on every machine and thread count; the threads only share the bands out.
+    bands = [band for band in np.array_split(raw, min(h, max(1, raw.nbytes // _PNG_BAND_BYTES))) if band.size]
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+    def deflate(i: int) -> bytes:
+        compressor = zlib.compressobj(1, zlib.DEFLATED, -15, 9, zlib.Z_RLE)  # raw deflate: one header below
+        return compressor.compress(bands[i]) + compressor.flush(zlib.Z_FINISH if i == len(bands) - 1 else zlib.Z_SYNC_FLUSH)
+
+    if len(bands) > 1 and threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(threads, len(bands))) as pool:  # zlib releases the GIL while it deflates
+            parts = list(pool.map(deflate, range(len(bands))))
+    else:
+        parts = [deflate(i) for i in range(len(bands))]
+    stream = b"".join([b"\x78\x01", *parts, struct.pack(">I", zlib.adler32(raw))])
+    header = struct.pack(">IIBBBBB", w, h, 8, 0 if array.ndim == 2 else 2, 0, 0, 0)
+    return b"".join([_PNG_SIGNATURE, _png_chunk(b"IHDR", header), _png_chunk(b"IDAT", stream), _png_chunk(b"IEND", b"")])
 
 
 def write_png_uint8(path: str | os.PathLike, array: np.ndarray) -> Path:

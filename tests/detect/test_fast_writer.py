@@ -103,3 +103,20 @@ def test_pictures_scale_to_uint8_as_the_whole_image_formula_does(photo, dtype, r
     img = (photo("coffee")[:rows] * 1.3 - 0.15).astype(dtype)
     expected = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     np.testing.assert_array_equal(visualize.overlay(img, np.zeros(img.shape[:2], bool)), expected)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 300), (300, 1, 3), (5, 4, 3), (427, 640), (2048, 2048, 3), (3001, 1500)])
+def test_banded_png_decodes_the_same_in_pillow_and_opencv_on_any_thread_count(photo, shape):
+    # Large images are deflated in bands of rows joined into one zlib stream (3 bands at
+    # 2048x2048 RGB): one valid PNG to both decoders, and the same bytes whatever the threads.
+    import cv2
+
+    rgb = (cv2.resize(photo("rocket"), (max(shape[1], 640), max(shape[0], 427)))[: shape[0], : shape[1]] * 255).astype(np.uint8)
+    array = rgb if len(shape) == 3 else rgb[..., 0].copy()
+    data = encode_png_uint8(array, threads=1)
+    assert encode_png_uint8(array, threads=3) == data == encode_png_uint8(array)
+    np.testing.assert_array_equal(_decoded(data), array)
+    back = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(back if array.ndim == 2 else back[..., ::-1], array)
+    with Image.open(io.BytesIO(data)) as image:
+        image.verify()  # chunk CRCs
