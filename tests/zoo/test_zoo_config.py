@@ -13,7 +13,19 @@ from desra.errors import ConfigError, DatasetError
 from desra.paths import project_root
 from desra.zoo import dead_leaves, load_zoo_config, make_batch_fn
 
-CONFIGS = sorted((project_root() / "configs").glob("*/*.yaml"))
+CONFIGS = sorted(p for p in (project_root() / "configs").glob("*/*.yaml") if p.parent.name != "parent")
+PARENT_CONFIGS = sorted((project_root() / "configs" / "parent").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PARENT_CONFIGS, ids=lambda p: p.stem)
+def test_shipped_parent_configs_load_and_name_a_registered_pair(path):
+    from desra.parent import load_parent_config
+    from desra.registry import get_model, list_pairs
+
+    config = load_parent_config(path)
+    assert get_model(config.name).role == "mse" and get_model(config.base).role == "gan"
+    assert any(p.mse == config.name and p.gan == config.base and p.name == path.stem for p in list_pairs())
+    assert not set(config.photos) & set(config.heldout)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
