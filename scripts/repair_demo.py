@@ -32,7 +32,7 @@ TRAIN_PHOTOS = (
     "sklearn:datasets/images/china.jpg", "sklearn:datasets/images/flower.jpg",
 )
 VAL_PHOTOS = ("skimage:data/astronaut.png", "skimage:data/chelsea.png", "skimage:data/coffee.png", "skimage:data/rocket.jpg")
-MAX_LR_SIDE = 256  # train LR images are centre-cropped to at most this, so detection stays quick on CPU
+MAX_LR_SIDE = 256  # train LR images are centre-cropped to at most this, so detection stays quick on CPU (--max-lr-side)
 
 
 def packaged_photo(spec: str) -> np.ndarray:
@@ -44,10 +44,10 @@ def packaged_photo(spec: str) -> np.ndarray:
     return rgb
 
 
-def as_lr(photo: np.ndarray) -> np.ndarray:
-    """A real photo used as it is as an LR input (as ``datasets/demo`` is), centre-cropped to ``MAX_LR_SIDE``."""
+def as_lr(photo: np.ndarray, max_side: int = MAX_LR_SIDE) -> np.ndarray:
+    """A real photo used as it is as an LR input (as ``datasets/demo`` is), centre-cropped to ``max_side``."""
     h, w = photo.shape[:2]
-    side_h, side_w = min(h, MAX_LR_SIDE), min(w, MAX_LR_SIDE)
+    side_h, side_w = min(h, max_side), min(w, max_side)
     y, x = (h - side_h) // 2, (w - side_w) // 2
     return np.ascontiguousarray(photo[y:y + side_h, x:x + side_w])
 
@@ -83,11 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--percep-weight", type=float, default=1.0)
     parser.add_argument("--gan-weight", type=float, default=0.1)
     parser.add_argument("--ema", type=float, default=0.999)
+    parser.add_argument("--max-lr-side", type=int, default=MAX_LR_SIDE,
+                        help="centre-crop train LR photos to this many px (smaller: quicker detection with large models)")
+    parser.add_argument("--val-max-lr-side", type=int, default=None,
+                        help="also centre-crop the held-out val photos (default: used whole)")
+    parser.add_argument("--scale-min-area", action="store_true",
+                        help="scale detection's 4000 px minimum region area to the image size (for small crops)")
     parser.add_argument("--resume", action="store_true", help="reuse the set and continue the run in --out")
     args = parser.parse_args(argv)
 
     from desra.checkpoint import load_model, load_pair
     from desra.curated import create_set, open_set, prepare_item
+    from desra.detect import DetectConfig
     from desra.evaluate_run import evaluate_run
     from desra.finetune import FinetuneConfig, finetune
 
@@ -100,10 +107,12 @@ def main(argv: list[str] | None = None) -> int:
             mse_model, gan_model = load_model(args.mse_model, role="mse"), load_model(args.gan_model, role="gan")
         else:
             mse_model, gan_model = load_pair(args.pair)
-        for split, images in (("train", [(Path(s).stem, as_lr(packaged_photo(s))) for s in TRAIN_PHOTOS]),
-                              ("val", val_images())):
+        val = [(name, as_lr(image, args.val_max_lr_side) if args.val_max_lr_side else image) for name, image in val_images()]
+        detect_config = DetectConfig(scale_min_area=args.scale_min_area)
+        for split, images in (("train", [(Path(s).stem, as_lr(packaged_photo(s), args.max_lr_side)) for s in TRAIN_PHOTOS]),
+                              ("val", val)):
             for name, lr in images:
-                mse, gan, mask, source, provenance = prepare_item(lr, mse_model, gan_model)
+                mse, gan, mask, source, provenance = prepare_item(lr, mse_model, gan_model, detect_config=detect_config)
                 if split == "train" and not mask.any():
                     print(f"  train {name}: no artifacts detected, not used", flush=True)
                     continue
