@@ -314,6 +314,12 @@ def _finetune(config: FinetuneConfig, info, *, resume: bool, on_event) -> Finetu
     else:
         gan = load_model(config.model, role="gan")
         disc_path = config.disc
+    if disc_path is None:
+        import torch
+
+        # A fresh D's initialisation follows the run's seed, not whatever the global RNG holds, so the
+        # same command gives the same run (and the same on every torchrun rank).
+        torch.manual_seed(config.seed)
     discriminator, disc_info = build_discriminator(disc_path)
     if disc_path is None and info.is_main:
         message = ("no discriminator given and none is shipped for this model: starting from a FRESH U-Net SN "

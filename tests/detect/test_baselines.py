@@ -46,7 +46,7 @@ def test_ldl_by_hand():
 
 
 def test_ssim_dissimilarity_by_hand():
-    c1, c2 = 0.01**2, 0.03**2
+    c1 = 0.01**2
     flat = np.full((24, 24, 3), 0.5, np.float32)
     # Two flat images (0.5 and 0.7): no variance, only the luminance term 1 - (2xy + C1)/(x^2 + y^2 + C1).
     brighter = baselines.ssim_dissimilarity_map(flat, np.full_like(flat, 0.7), window=3, kind="box")

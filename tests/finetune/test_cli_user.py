@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # small networks: threads only add
 def desra(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``desra ARGS`` in a new process; the result with stdout/stderr as text."""
     return subprocess.run([sys.executable, "-m", "desra", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=ENV)
+                          timeout=timeout, env=ENV, check=False)
 
 
 def ok(*args: str, timeout: float = 300) -> str:
@@ -126,7 +127,7 @@ def test_jobs_cancel_and_resume_a_running_finetune(user_set):
         done = _wait(lambda: (s := status())["state"] in ("done", "failed") and s, 300, "the resumed job to end")
         assert done["state"] == "done", ok("jobs", "log", job["id"], "--workspace", ws)
         assert checkpoints()[-1] == iters
-        events = [json.loads(line) for line in open(os.path.join(job["out"], "events.jsonl"))]
+        events = [json.loads(line) for line in (Path(job["out"]) / "events.jsonl").read_text().splitlines()]
         starts = [e["iter"] for e in events if e.get("event") == "start"]
         # The resumed attempt continued from the last checkpoint the cancelled one wrote.
         assert starts == [0, stopped_at]

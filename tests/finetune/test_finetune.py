@@ -81,18 +81,17 @@ def test_short_finetune_changes_the_model_and_exports_it(finished_run, shared_se
     assert any(e.get("event") == "preview" and "val_l1_pseudo_gt" in e["metrics"] for e in events)
 
 
-@pytest.mark.slow
 def test_the_repair_moves_toward_the_pseudo_gt_inside_the_mask_only(tiny_models, tmp_path, photo):
     # A set made from the GAN model's own outputs: outside the mask the pseudo-GT is what the model
     # already produces; inside it is the MSE image (here the HR photo, made flat in the box so the
     # network can tell the box from the rest). A fine-tune toward the right target moves inside
-    # 0.75 of the way to the MSE image and outside about 0.5 (a conv net cannot change one region
-    # alone); toward the GAN images the inside moved 0.34, with the mask swapped 0.46 (measured).
+    # 0.80 of the way to the MSE image and outside 0.52-0.55 (a conv net cannot change one region
+    # alone); toward the GAN images the inside moved 0.33, with the mask swapped 0.54 (measured).
     # A target that ignores the mask (the MSE image everywhere) is not told apart in 20 iterations.
     from desra.checkpoint import load_model
     from desra.curated import create_set
 
-    gan, _ = tiny_models
+    gan, disc = tiny_models
     start = load_model(gan).module
     curated = create_set(tmp_path / "set")
     items = []
@@ -105,22 +104,38 @@ def test_the_repair_moves_toward_the_pseudo_gt_inside_the_mask_only(tiny_models,
         own = np.clip(_sr(start, lr)[0].transpose(1, 2, 0), 0, 1).astype(np.float32)
         curated.add(name, lr, hr, own, mask, mask_source="file", provenance={"by": "test"}, split="train")
         items.append((lr, hr, own, mask))
-    # The default recipe (L1 + feature matching + GAN) with a fresh full-size discriminator: the
-    # 8-feature test discriminator's feature-matching term drowns the L1 pull in 20 iterations.
-    config = FinetuneConfig(set_dir=str(curated.root), out=str(tmp_path / "run"), model=str(gan),
-                            iters=20, lr=1e-3, patch=64, batch=2, save_every=20, device="cpu", previews=0, ema=0.0)
-    with pytest.warns(UserWarning, match="FRESH U-Net SN"):
-        tuned = load_model(finetune(config).model).module
+    # The L1 pull toward the pseudo-GT alone: in 20 iterations the adversarial and feature-matching
+    # terms of a discriminator that has not learnt anything yet only add noise whose size depends on
+    # its initialisation (measured 0.35 to 0.75 of the way inside, by seed).
+    config = FinetuneConfig(set_dir=str(curated.root), out=str(tmp_path / "run"), model=str(gan), disc=str(disc),
+                            iters=20, lr=1e-3, patch=64, batch=2, save_every=20, device="cpu", previews=0, ema=0.0,
+                            percep_weight=0.0, gan_weight=0.0)
+    tuned = load_model(finetune(config).model).module
     for lr, mse, own, mask in items:
         after = np.clip(_sr(tuned, lr)[0].transpose(1, 2, 0), 0, 1)
+        # Fraction of the way from the GAN output to the MSE image covered, inside and outside the mask.
+        inside, outside = (1 - np.abs(after - mse)[r].mean() / np.abs(own - mse)[r].mean() for r in (mask, ~mask))
+        assert inside > 0.7, f"inside the mask the output moved only {inside:.2f} of the way to the pseudo-GT"
+        assert inside - outside > 0.15, f"outside the mask it moved {outside:.2f}, as much as inside ({inside:.2f})"
 
-        def moved(region):
-            """Fraction of the way from the GAN output to the MSE image covered in a region."""
-            return 1 - np.abs(after - mse)[region].mean() / np.abs(own - mse)[region].mean()
 
-        inside, outside = moved(mask), moved(~mask)
-        assert inside > 0.55, f"inside the mask the output moved only {inside:.2f} of the way to the pseudo-GT"
-        assert inside - outside > 0.12, f"outside the mask it moved {outside:.2f}, as much as inside ({inside:.2f})"
+def test_a_run_with_a_fresh_discriminator_is_repeatable_from_its_seed(shared_set, tiny_models, tmp_path):
+    # Without --disc the discriminator is initialised fresh: from the run's seed, not from whatever
+    # the process's global torch RNG holds (it was, so one command gave different runs).
+    import torch
+
+    from desra.checkpoint import read_state_dict
+
+    gan, _ = tiny_models
+    weights = []
+    for i, noise in enumerate((1, 2)):
+        torch.manual_seed(noise)  # other work done in the process before the fine-tune
+        config = FinetuneConfig(set_dir=str(shared_set.root), out=str(tmp_path / f"run{i}"), model=str(gan), iters=2,
+                                patch=32, batch=1, save_every=2, device="cpu", previews=0, ema=0.0)
+        with pytest.warns(UserWarning, match="FRESH U-Net SN"):
+            weights.append(read_state_dict(finetune(config).model)[0])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_corrupt_or_half_written_checkpoints_are_never_resumed_from(finished_run, shared_set, tiny_models, tmp_path):
@@ -172,7 +187,7 @@ def test_kill_9_then_resume_ends_at_the_same_iteration(shared_set, tiny_models, 
     from desra.training import load_checkpoint
 
     straight = tmp_path / "straight"
-    whole = subprocess.run([*argv[:-1], str(straight)], capture_output=True, text=True, timeout=600, env=env)
+    whole = subprocess.run([*argv[:-1], str(straight)], capture_output=True, text=True, timeout=600, env=env, check=False)
     assert whole.returncode == 0, whole.stderr[-2000:]
     resumed, uninterrupted = (load_checkpoint(d / "ckpt" / "iter_000060.pt") for d in (out, straight))
     for key in ("generator", "ema", "discriminator"):
