@@ -225,6 +225,28 @@ def write_outputs(out: Path, stem: str, detection, image, *, save_d: bool, pool=
     }
 
 
+# Pairs are decoded ahead only while both files hold at most this many pixels each (read from their
+# headers), so read-ahead never doubles the memory of a large pair.
+PREFETCH_MAX_PIXELS = 16_000_000
+
+
+def _start_reads(pool, job, *, first: bool = False):
+    """Futures reading an (stem, MSE file, GAN file) job's two images, or None (LR job, or too large to read ahead)."""
+    from desra.errors import DesraError
+    from desra.imageio import image_size, read_image
+
+    _, mse, gan = job
+    if gan is None:
+        return None
+    if not first:
+        try:
+            if any(w * h > PREFETCH_MAX_PIXELS for w, h in (image_size(mse), image_size(gan))):
+                return None
+        except (DesraError, OSError):
+            return None  # read in turn, where the error is reported for this image
+    return pool.submit(read_image, mse), pool.submit(read_image, gan)
+
+
 def run(args) -> int:
     from desra.atomic import atomic_write_text
     from desra.detect import detect_artifacts, detect_lr
@@ -265,10 +287,13 @@ def run(args) -> int:
     images = []
     from concurrent.futures import ThreadPoolExecutor
 
-    # Two threads: the MSE and GAN files are decoded side by side (the decoders release the GIL),
-    # and an image's overlay is encoded while its mask and JSON are written.
-    with progress_bar(len(jobs), "detect") as bar, ThreadPoolExecutor(max_workers=2) as pool:
-        for stem, first, second in jobs:
+    # Threads: the MSE and GAN files are decoded side by side (the decoders release the GIL), the
+    # next pair while this one is detected, and an image's overlay is encoded while its mask and
+    # JSON are written.
+    with progress_bar(len(jobs), "detect") as bar, ThreadPoolExecutor(max_workers=3) as pool:
+        pending = _start_reads(pool, jobs[0], first=True)
+        for index, (stem, first, second) in enumerate(jobs):
+            reading, pending = pending, (_start_reads(pool, jobs[index + 1]) if index + 1 < len(jobs) else None)
             try:
                 kw = {"segmenter": segmenter, "class_weights": weights, "segmenter_note": note}
                 if second is None:
@@ -280,9 +305,7 @@ def run(args) -> int:
                         write_image(out / f"{stem}_mse.png", mse)
                         write_image(out / f"{stem}_gan.png", gan)
                 else:
-                    reading = pool.submit(read_image, second)
-                    mse = read_image(first).rgb
-                    gan = reading.result().rgb
+                    mse, gan = (future.result().rgb for future in reading or _start_reads(pool, (stem, first, second), first=True))
                     extra = {"inputs": {"mse": str(first), "gan": str(second)}}
                     detection = detect_artifacts(mse, gan, config, extra=extra, **kw)
                 images.append(write_outputs(out, stem, detection, gan, save_d=args.save_d, pool=pool))
