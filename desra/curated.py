@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from desra.errors import DatasetError, PairMismatchError
+from desra.process import pid_alive
 
 MANIFEST = "manifest.sqlite"
 SPLITS = ("train", "val")
@@ -435,16 +436,6 @@ def _replace_file(path: Path, write: Any) -> None:
             temp.unlink()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _safe_name(name: str) -> str:
     cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
     return cleaned[:80] or "item"
@@ -529,7 +520,7 @@ def open_set(root: str | os.PathLike) -> CuratedSet:
         raise DatasetError(f"{root} is not a curated set (no {MANIFEST}); make one with `desra set create {root}`")
     for leftover in (root / ".staging").glob("*-*"):  # of adds whose process was killed
         pid = leftover.name.split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
     curated = CuratedSet(root)
     curated.check()

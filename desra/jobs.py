@@ -45,7 +45,7 @@ from desra.job_settings import (
     resolve_paths,
     to_argv,
 )
-from desra.process import die_with_parent
+from desra.process import die_with_parent, pid_alive
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 HEARTBEAT_S = 2.0
@@ -450,24 +450,9 @@ class JobStore:
             db.execute("UPDATE workers SET job_id=NULL WHERE id=?", (worker_id,))
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this machine and is not a zombie (workers run where the workspace is)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc: existence is all that can be known
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _live(row: sqlite3.Row, now: float) -> bool:
     # A dead pid is final at once; a recent heartbeat alone is not proof (the pid may have died since).
-    return now - row["heartbeat"] < STALE_AFTER_S and _pid_alive(row["pid"])
+    return now - row["heartbeat"] < STALE_AFTER_S and pid_alive(row["pid"])
 
 
 def default_worker_devices() -> list[str]:
