@@ -376,11 +376,7 @@ class JobStore:
                         (now, f"its worker died {row['attempts']} times; see the log, then resume it", row["id"]),
                     )
                 else:
-                    resumable = JOB_KINDS[row["kind"]].resume_flag is not None
-                    db.execute(
-                        "UPDATE jobs SET state='queued', resume=?, reason=? WHERE id=?",
-                        (int(resumable or row["resume"]), f"worker {row['worker']} stopped; requeued", row["id"]),
-                    )
+                    _queue_again(db, row, f"worker {row['worker']} stopped; requeued")
             db.executemany("DELETE FROM workers WHERE id=?", [(r["id"],) for r in workers if r["id"] not in live])
         return moved
 
@@ -432,12 +428,9 @@ class JobStore:
 
     def _requeue(self, job_id: str, worker_id: str, reason: str) -> None:
         with self._transaction() as db:
-            row = db.execute("SELECT kind, resume FROM jobs WHERE id=?", (job_id,)).fetchone()
-            resumable = row is not None and (JOB_KINDS[row["kind"]].resume_flag is not None or bool(row["resume"]))
-            db.execute(
-                "UPDATE jobs SET state='queued', resume=?, reason=? WHERE id=? AND worker=? AND state='running'",
-                (int(resumable), reason, job_id, worker_id),
-            )
+            row = db.execute("SELECT * FROM jobs WHERE id=? AND worker=? AND state='running'", (job_id, worker_id)).fetchone()
+            if row is not None:
+                _queue_again(db, row, reason)
             db.execute("UPDATE workers SET job_id=NULL WHERE id=?", (worker_id,))
 
     def _finish(self, job_id: str, worker_id: str, state: str, reason: str = "") -> None:
@@ -448,6 +441,12 @@ class JobStore:
                 (state, reason, _now(), state, job_id, worker_id),
             )
             db.execute("UPDATE workers SET job_id=NULL WHERE id=?", (worker_id,))
+
+
+def _queue_again(db: sqlite3.Connection, row: sqlite3.Row, reason: str) -> None:
+    """Put a running job back in the queue, resuming from its checkpoints where its kind can."""
+    resume = JOB_KINDS[row["kind"]].resume_flag is not None or bool(row["resume"])
+    db.execute("UPDATE jobs SET state='queued', resume=?, reason=? WHERE id=?", (int(resume), reason, row["id"]))
 
 
 def _live(row: sqlite3.Row, now: float) -> bool:

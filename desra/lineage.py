@@ -65,8 +65,8 @@ def weights_sha256(module_or_state_dict: Any) -> str:
     """sha256 of an ``nn.Module``'s state dict or of a state dict (keys, shapes, float32 bytes; file-format independent)."""
     from desra.parent import state_sha256
 
-    state = module_or_state_dict.state_dict() if hasattr(module_or_state_dict, "state_dict") else module_or_state_dict
-    return state_sha256({key: value.detach().cpu() if hasattr(value, "detach") else value for key, value in state.items()})
+    # state_sha256 takes tensors and arrays alike.
+    return state_sha256(module_or_state_dict.state_dict() if hasattr(module_or_state_dict, "state_dict") else module_or_state_dict)
 
 
 def current_command() -> str:
@@ -121,8 +121,8 @@ def lineage_from_json(data: Mapping[str, Any] | None) -> Lineage | None:
 def read_lineage(metadata: Mapping[str, Any]) -> Lineage | None:
     """The lineage recorded in a checkpoint's desra metadata (``read_state_dict(path)[1]``), or None.
 
-    Also reads the provenance desra/parent.py writes for rebuilt parents (``derived_from``,
-    ``base_sha256``, ``sha256``), which predates the ``lineage`` entry.
+    Also reads the provenance desra/parent.py writes into rebuilt parents (``derived_from``,
+    ``base_sha256``, ``sha256``), its own keys for the same facts.
     """
     extra = metadata.get("extra") if isinstance(metadata, Mapping) else None
     if not isinstance(extra, Mapping):

@@ -29,6 +29,7 @@ import numpy as np
 
 from desra.degradations import DegradationConfig
 from desra.errors import CheckpointError, ConfigError
+from desra.zoo import HELDOUT_PHOTOS
 
 HEAD_KEYS = ("conv_body.", "conv_up1.", "conv_up2.", "conv_hr.", "conv_last.")
 """State-dict prefixes of RRDBNet after the trunk: these always train."""
@@ -46,9 +47,8 @@ class ParentConfig:
     """First RRDB block that trains; blocks before it are frozen and cached (= num_block: head only)."""
     photos: tuple[str, ...]
     """Training photos, 'package:relative/path' (desra.zoo.package_file)."""
-    heldout: tuple[str, ...] = ("skimage:data/astronaut.png", "skimage:data/chelsea.png",
-                                "skimage:data/coffee.png", "skimage:data/rocket.jpg")
-    """Held-out photos for the card's figures (never trained on)."""
+    heldout: tuple[str, ...] = HELDOUT_PHOTOS
+    """Held-out photos for the card's figures (never trained on; the zoo's held-out photos)."""
     crops_per_photo: int = 10
     """Random HR crops taken from each training photo."""
     heldout_crops: int = 4
@@ -379,16 +379,23 @@ def evaluate(parent_module, gan_module, config: ParentConfig, scale: int = 4) ->
     )
 
 
-def parent_module(delta_path: str | Path, base: str | None = None):
-    """The derived parent as an eval-mode RRDBNet, rebuilt from its delta and the base model it names."""
-    import torch
-
-    from desra.archs import get_arch
+def rebuild_with_base(delta_path: str | Path, base: str | None = None):
+    """(parent state dict, delta metadata, base SRModel): the base the delta names (or ``base``) loaded and the delta applied."""
     from desra.checkpoint import load_model
 
     _, info = read_delta(delta_path)
     base_model = load_model(base or info["base"], role="gan")
     state, info = rebuild(delta_path, base_model.module.state_dict())
+    return state, info, base_model
+
+
+def parent_module(delta_path: str | Path, base: str | None = None):
+    """(derived parent, its base) as eval-mode RRDBNets, the parent rebuilt from its delta."""
+    import torch
+
+    from desra.archs import get_arch
+
+    state, info, base_model = rebuild_with_base(delta_path, base)
     module = get_arch(info["architecture"]).build(dict(info["arch_params"]))
     module.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     return module.eval(), base_model.module.eval()
@@ -411,7 +418,7 @@ is **not** RealESRNet.
   (RRDB blocks {config['train_from_block']}+, `conv_body`, the upsampling head) in fp16, plus the sha256 of the base
   weights ({metadata['base_sha256'][:16]}...). desra rebuilds the parent from it and the converted base, and checks
   the result's sha256 ({metadata['sha256'][:16]}...).
-- **Data**: {len(config['photos'])} packaged photos, {config['crops_per_photo']} random {config['lr_patch'] * 4} px crops each,
+- **Data**: {len(config['photos'])} packaged photos, {config['crops_per_photo']} random {config['lr_patch'] * metadata['arch_params']['scale']} px crops each,
   degraded with Real-ESRGAN's second-order pipeline (seed {config['seed']}); held-out: {', '.join(Path(h.split(':')[1]).stem for h in config['heldout'])}.
 - **Training**: blocks 0-{config['train_from_block'] - 1} frozen and their features cached ({metadata['cache_s']} s), then
   {metadata['iterations']} iterations of L1, Adam lr {config['lr']}, batch {config['batch']} on {metadata['device']} ({metadata['train_s']} s).
@@ -445,14 +452,12 @@ def ensure_rebuilt(entry) -> Path:
     """
     import torch
 
-    from desra.checkpoint import describe, load_model, save_model
-    from desra.paths import models_cache_dir, project_root
+    from desra.checkpoint import describe, save_model
+    from desra.paths import project_root
+    from desra.registry import rebuilt_path
 
-    delta_path = project_root() / entry.derived_delta
-    _, info = read_delta(delta_path)
-    target = models_cache_dir() / f"{entry.id}.from-delta.safetensors"
-    base = load_model(info["base"], role="gan")
-    state, info = rebuild(delta_path, base.module.state_dict())
+    target = rebuilt_path(entry)
+    state, info, _ = rebuild_with_base(project_root() / entry.derived_delta)
     descriptor = describe(info["architecture"], dict(info["arch_params"]), name=entry.id, role=entry.role,
                           source=str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
