@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui.conftest import corrupt_png, model_pair, photo_png, server, workspace  # noqa: F401 - fixtures
+from tests.ui.conftest import client, corrupt_png, model_pair, pair_args, photo_png, server, workspace  # noqa: F401 - fixtures
 
 ABSOLUTE_PATH = re.compile(r"(?:^|[\s'\"(=:,])/[\w.-]")
 
@@ -122,26 +122,7 @@ def test_a_tabs_own_gr_error_is_plain_too(dashboard_paths):
 # --- through the real server's API ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def client(server):  # noqa: F811 - the fixture imported above
-    from gradio_client import Client
-
-    return Client(server, verbose=False)
-
-
-def _pair_args(model_pair) -> dict:  # noqa: F811
-    from gradio_client import handle_file
-
-    if model_pair["choice"] == "desra-demo-x4":
-        return {"pair": "desra-demo-x4", "mse_checkpoint": None, "gan_checkpoint": None}
-    return {
-        "pair": model_pair["choice"],
-        "mse_checkpoint": handle_file(str(model_pair["mse"])),
-        "gan_checkpoint": handle_file(str(model_pair["gan"])),
-    }
-
-
-def _detect(client, images, **kwargs):
+def _detect(client, images, **kwargs):  # noqa: F811 - the fixture imported above
     from gradio_client import handle_file
 
     arguments = {
@@ -161,7 +142,7 @@ def not_an_image(tmp_path) -> Path:
 
 def test_detect_keeps_going_past_a_bad_file_and_lists_it(client, photo_png, corrupt_png, not_an_image, model_pair):  # noqa: F811
     banner, slider, _, _, overlay, _, downloads, summary, showing = _detect(
-        client, [corrupt_png, photo_png, not_an_image], **_pair_args(model_pair)
+        client, [corrupt_png, photo_png, not_an_image], **pair_args(model_pair)
     )
     assert "2 of 3 image(s) failed and were skipped" in banner
     assert "broken.png: broken.png is not a readable image" in banner and "notes.png: notes.png is not" in banner
@@ -176,7 +157,7 @@ def test_a_run_where_every_file_fails_is_one_plain_error(client, corrupt_png, no
     from gradio_client.exceptions import AppError
 
     with pytest.raises(AppError) as caught:
-        _detect(client, [corrupt_png, not_an_image], **_pair_args(model_pair))
+        _detect(client, [corrupt_png, not_an_image], **pair_args(model_pair))
     message = str(caught.value)
     assert message.startswith("all 2 image(s) failed: broken.png: broken.png is not a readable image")
     assert "cannot identify image file 'notes.png'" in message
@@ -199,7 +180,7 @@ def test_api_errors_name_files_not_server_paths(client, photo_png, tmp_path, wor
     _assert_plain(message, workspace)
 
 
-def test_demo_images_are_offered_by_name_not_server_path(client):
+def test_demo_images_are_offered_by_name_not_server_path(client):  # noqa: F811 - the fixture imported above
     from gradio_client.exceptions import AppError
 
     with pytest.raises(AppError) as caught:

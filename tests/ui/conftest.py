@@ -205,3 +205,24 @@ def choose():
         page.get_by_role("option", name=option, exact=True).click()
 
     return pick
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    """A gradio_client ``Client`` on the test server, as a script would drive the named endpoints."""
+    from gradio_client import Client
+
+    return Client(server, verbose=False)
+
+
+def pair_args(model_pair) -> dict:
+    """The ``pair`` / ``mse_checkpoint`` / ``gan_checkpoint`` arguments of /detect and /evaluate for ``model_pair``."""
+    from gradio_client import handle_file
+
+    if model_pair["choice"] == "desra-demo-x4":
+        return {"pair": "desra-demo-x4", "mse_checkpoint": None, "gan_checkpoint": None}
+    return {
+        "pair": model_pair["choice"],
+        "mse_checkpoint": handle_file(str(model_pair["mse"])),
+        "gan_checkpoint": handle_file(str(model_pair["gan"])),
+    }

@@ -7,24 +7,7 @@ import time
 import numpy as np
 import pytest
 
-
-@pytest.fixture(scope="module")
-def client(server):
-    from gradio_client import Client
-
-    return Client(server, verbose=False)
-
-
-def _pair_args(model_pair) -> dict:
-    from gradio_client import handle_file
-
-    if model_pair["choice"] == "desra-demo-x4":
-        return {"pair": "desra-demo-x4", "mse_checkpoint": None, "gan_checkpoint": None}
-    return {
-        "pair": model_pair["choice"],
-        "mse_checkpoint": handle_file(str(model_pair["mse"])),
-        "gan_checkpoint": handle_file(str(model_pair["gan"])),
-    }
+from tests.ui.conftest import pair_args
 
 
 def test_named_endpoints_are_published(client):
@@ -39,7 +22,7 @@ def test_detect_returns_the_views_of_a_real_photo(client, photo_png, model_pair)
 
     banner, slider, heatmap, semantic, overlay, regions, downloads, summary, showing = client.predict(
         images=[handle_file(str(photo_png))], demo_image=None, segmenter="none", threshold=0.7, window=11,
-        min_area=200, scale_min_area=False, api_name="/detect", **_pair_args(model_pair),
+        min_area=200, scale_min_area=False, api_name="/detect", **pair_args(model_pair),
     )
     assert "Semantic adjustment is OFF" in banner
     assert len(slider) == 2 and all(slider)
@@ -63,7 +46,7 @@ def test_evaluate_scores_every_method_against_a_label(client, photo_png, tmp_pat
     banner, scores, failures, per_image = client.predict(
         images=[handle_file(str(photo_png))], labels=[handle_file(str(tmp_path / "chelsea_lr_mask.png"))],
         methods=["desra", "absolute-d"], segmenter="none", scale_min_area=True, api_name="/evaluate",
-        **_pair_args(model_pair),
+        **pair_args(model_pair),
     )
     assert [row[0] for row in scores["data"]] == ["DeSRA-det (full)", "absolute texture difference"]
     assert all(int(row[4]) == 1 for row in scores["data"])
@@ -104,7 +87,7 @@ def test_evaluate_gives_the_scores_of_desra_detect_and_eval(client, photo_png, t
     assert 0 < expected["ssim"]["iou"] < 1
     _, scores, failures, _ = client.predict(
         images=[handle_file(str(photo_png))], labels=[handle_file(str(tmp_path / "gt" / "chelsea_lr_mask.png"))],
-        methods=methods, segmenter="none", scale_min_area=True, api_name="/evaluate", **_pair_args(model_pair),
+        methods=methods, segmenter="none", scale_min_area=True, api_name="/evaluate", **pair_args(model_pair),
     )
     assert failures == ""
     for row, method in zip(scores["data"], methods, strict=True):
