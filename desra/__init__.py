@@ -4,7 +4,7 @@ Importing this package is cheap: torch, basicsr, transformers and gradio are imp
 inside the modules that need them.
 """
 
-from desra.errors import DesraError
+from desra.core.errors import DesraError
 
 __version__ = "0.1.0"
 __all__ = ["DesraError", "__version__"]

@@ -62,7 +62,7 @@ def margins(features: dict[str, np.ndarray], attacked: dict[str, dict[str, float
 
 
 def load(name: str):
-    from desra.checkpoint import load_model
+    from desra.models.checkpoint import load_model
 
     return load_model(ZOO / config_of(name) / f"{name}.safetensors")
 
@@ -79,8 +79,8 @@ def output_psnr(a, b, scale: int) -> float:
     import skimage.data
     import torch
 
-    from desra.degradations import bicubic_lr
-    from desra.metrics import masked_psnr
+    from desra.detect.metrics import masked_psnr
+    from desra.train.degradations import bicubic_lr
 
     hr = torch.from_numpy(skimage.data.astronaut()[:256, :256].astype(np.float32) / 255).permute(2, 0, 1)[None]
     lr = bicubic_lr(hr, scale)
@@ -90,10 +90,10 @@ def output_psnr(a, b, scale: int) -> float:
 
 
 def own_task(features: dict[str, np.ndarray], attacked: dict[str, dict[str, float]], photos: list[np.ndarray]) -> list[dict]:
-    from desra.degradations import degrade
     from desra.fingerprint.attacks import finetune
     from desra.fingerprint.verify import feature_distance
-    from desra.zoo import load_zoo_config
+    from desra.train.degradations import degrade
+    from desra.train.zoo import load_zoo_config
 
     table = []
     for short in FAILED_FINETUNES:
@@ -138,10 +138,10 @@ def relations(path: Path) -> tuple[list, float]:
     as `desra attribute build-zoo --root ROOT` writes it) for their facts: architecture, scale,
     training data, seed and lineage.
     """
-    from desra.checkpoint import load_model
     from desra.fingerprint.features import FEATURE_DIMS
     from desra.fingerprint.relations import model_facts, relation_table
     from desra.fingerprint.verify import P_LEVEL, SIGMA, eta_threshold, feature_distance
+    from desra.models.checkpoint import load_model
 
     features, attacked = read_rows(path)
     names = sorted(features)

@@ -37,7 +37,7 @@ MAX_LR_SIDE = 256  # train LR images are centre-cropped to at most this, so dete
 
 def packaged_photo(spec: str) -> np.ndarray:
     """A photo shipped by an installed package, ``"package:relative/path"`` -> (H, W, 3) float32 in [0, 1]."""
-    from desra.imageio import read_image
+    from desra.core.imageio import read_image
 
     package, relative = spec.split(":", 1)
     rgb = read_image(Path(str(resources.files(package))) / relative).rgb
@@ -54,8 +54,8 @@ def as_lr(photo: np.ndarray, max_side: int = MAX_LR_SIDE) -> np.ndarray:
 
 def val_images() -> list[tuple[str, np.ndarray]]:
     """The held-out LR images: ``datasets/demo`` when the zoo shipped it, else the same four photos read from scikit-image."""
-    from desra.imageio import list_images, read_image
-    from desra.paths import datasets_dir
+    from desra.core.imageio import list_images, read_image
+    from desra.core.paths import datasets_dir
 
     demo = datasets_dir() / "demo"
     files = list_images(demo) if demo.is_dir() else []
@@ -92,11 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="reuse the set and continue the run in --out")
     args = parser.parse_args(argv)
 
-    from desra.checkpoint import load_model, load_pair
-    from desra.curated import create_set, open_set, prepare_item
-    from desra.detect import DetectConfig
-    from desra.evaluate_run import evaluate_run
-    from desra.finetune import FinetuneConfig, finetune
+    from desra.detect.pipeline import DetectConfig
+    from desra.models.checkpoint import load_model, load_pair
+    from desra.repair.curated import create_set, open_set, prepare_item
+    from desra.repair.evaluate_run import evaluate_run
+    from desra.repair.finetune import FinetuneConfig, finetune
 
     out = args.out.expanduser().resolve()
     set_dir = out / "set"

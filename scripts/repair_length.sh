@@ -5,7 +5,7 @@
 #   scripts/repair_length.sh realesrgan-x4 cuda         # RealESRGAN_x4plus (with RealESRNet_x4plus as the MSE side)
 # ROOT (3rd argument, default runs/repair-length/PAIR) gets one scripts/repair_demo.py run per length, the
 # registered fingerprint of the pair's GAN model (ROOT/ws) and verify-N.json per length; rerunning resumes.
-# Each repaired model.safetensors records its lineage (desra/lineage.py): verify prints it beside the verdict.
+# Each repaired model.safetensors records its lineage (desra/fingerprint/lineage.py): verify prints it beside the verdict.
 # The curated set is built once (in the first length's folder) and copied to the others. LENGTHS="2" smoke-tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ DEVICE=${2:-cpu}
 ROOT=${3:-runs/repair-length/$PAIR}
 py=.venv/bin/python
 desra=.venv/bin/desra
-GAN=$($py -c "from desra.registry import get_pair; print(get_pair('$PAIR').gan)")
+GAN=$($py -c "from desra.models.registry import get_pair; print(get_pair('$PAIR').gan)")
 WS=(--workspace "$ROOT/ws")
 mkdir -p "$ROOT"
 if ! $desra fingerprint list "${WS[@]}" | grep -q "^$GAN"$'\t'; then

@@ -60,7 +60,7 @@ def plain_message(text: str) -> str:
 def guarded(fn: Callable) -> Callable:
     """Wrap an event handler so every failure reaches the page as a ``gr.Error`` message.
 
-    A :class:`~desra.errors.DesraError` shows its own message (what came in, what was expected,
+    A :class:`~desra.core.errors.DesraError` shows its own message (what came in, what was expected,
     how to fix it); anything else shows its type and text and is logged with the traceback. Both
     pass through :func:`plain_message` (no markup, no absolute server paths). The
     server keeps running either way. ``functools.wraps`` keeps the signature Gradio inspects for
@@ -71,7 +71,7 @@ def guarded(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         import gradio as gr
 
-        from desra.errors import DesraError
+        from desra.core.errors import DesraError
 
         try:
             return fn(*args, **kwargs)
@@ -133,8 +133,8 @@ def gradio_progress(progress: Any, description: str) -> Callable[[int, int], Non
 
 
 def write_picture(path, picture) -> None:
-    """Write a ``desra.visualize`` picture ((H, W, 3) uint8 RGB) as a PNG through the library's writer."""
-    from desra.imageio import write_image
+    """Write a ``desra.detect.visualize`` picture ((H, W, 3) uint8 RGB) as a PNG through the library's writer."""
+    from desra.core.imageio import write_image
 
     write_image(path, picture.astype("float32") / 255.0)
 

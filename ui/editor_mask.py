@@ -27,7 +27,7 @@ def strokes(layer: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.n
     ``shape`` (height, width) is the SR image's; a layer of another size means the canvas was
     cropped or resized and the strokes would not line up, which is refused.
     """
-    from desra.errors import PairMismatchError
+    from desra.core.errors import PairMismatchError
 
     layer = np.asarray(layer)
     if layer.ndim != 3 or layer.shape[2] != 4:

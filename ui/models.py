@@ -16,7 +16,7 @@ def present_pairs() -> list[str]:
     Published models converted from an installed package, or rebuilt from a shipped delta, count:
     they are converted on first use.
     """
-    from desra import registry
+    from desra.models import registry
 
     return [
         pair.name
@@ -27,21 +27,21 @@ def present_pairs() -> list[str]:
 
 @functools.lru_cache(maxsize=4)
 def _registered_pair(name: str) -> tuple[Any, Any]:
-    from desra.checkpoint import load_pair
+    from desra.models.checkpoint import load_pair
 
     return load_pair(name)
 
 
 @functools.lru_cache(maxsize=4)
 def _uploaded_pair(mse_path: str, gan_path: str) -> tuple[Any, Any]:
-    from desra.checkpoint import load_model
+    from desra.models.checkpoint import load_model
 
     return load_model(mse_path, role="mse"), load_model(gan_path, role="gan")
 
 
 def pair_models(choice: str | None, mse_upload: str | None = None, gan_upload: str | None = None) -> tuple[Any, Any]:
     """(mse SRModel, gan SRModel) for a pair choice; ConfigError when the choice cannot be honoured."""
-    from desra.errors import ConfigError, PairMismatchError
+    from desra.core.errors import ConfigError, PairMismatchError
 
     if choice == UPLOADED:
         if not mse_upload or not gan_upload:
@@ -68,15 +68,15 @@ def default_segmenter() -> str:
 
 @functools.lru_cache(maxsize=2)
 def _segmenter(spec: str) -> Any:
-    from desra.semantic import load_segmenter
+    from desra.detect.semantic import load_segmenter
 
     return load_segmenter(spec)
 
 
 def segmenter_for(spec: str | None) -> tuple[Any, str | None]:
     """(segmenter or None, why semantics will not run) for a Segmenter choice; a failed load is not cached."""
-    from desra.errors import SegmenterError
-    from desra.semantic import resolve_segmenter
+    from desra.core.errors import SegmenterError
+    from desra.detect.semantic import resolve_segmenter
 
     if spec is None or spec.strip().lower() in ("", "none", "off"):
         return resolve_segmenter(spec)

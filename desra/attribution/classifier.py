@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from desra.errors import CheckpointError, ConfigError
+from desra.core.errors import CheckpointError, ConfigError
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,7 @@ def save_classifier(path: Path, classifier: Classifier) -> Path:
     """Write the classifier to a .safetensors file (labels and settings in the metadata), atomically."""
     from safetensors.torch import save_file
 
-    from desra.atomic import atomic_path
+    from desra.core.atomic import atomic_path
 
     path = Path(path)
     meta = {"labels": asdict(classifier.labels), "config": classifier.config.to_dict()}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from desra.errors import DatasetError
+from desra.core.errors import DatasetError
 
 TRAIN_PHOTOS = (
     "sklearn:datasets/images/china.jpg",
@@ -68,7 +68,7 @@ def zoo_members(configs: Sequence[Path], zoo_dir: Path) -> list[ZooMember]:
     import hashlib
     from collections import Counter
 
-    from desra.zoo import exported_path, load_zoo_config, training_sources
+    from desra.train.zoo import exported_path, load_zoo_config, training_sources
 
     loaded = [(path, load_zoo_config(path)) for path in configs]
     sources = {str(path): tuple(sorted(training_sources(config.data))) for path, config in loaded}
@@ -125,10 +125,10 @@ def render_dataset(
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Upscale every photo with every member into ``out_dir/<member>/<photo>.png`` (existing files kept) and write the manifest; returns its path."""
-    from desra.checkpoint import load_model
-    from desra.imageio import write_image
-    from desra.inference import upscale
-    from desra.zoo import package_file, read_rgb
+    from desra.core.imageio import write_image
+    from desra.models.checkpoint import load_model
+    from desra.models.inference import upscale
+    from desra.train.zoo import package_file, read_rgb
 
     missing = [m.checkpoint for m in members if not Path(m.checkpoint).is_file()]
     if missing:
@@ -153,7 +153,7 @@ def render_dataset(
         "train_photos": [photo_stem(s) for s in train_photos],
         "test_photos": [photo_stem(s) for s in test_photos],
     }
-    from desra.atomic import atomic_write_text
+    from desra.core.atomic import atomic_write_text
 
     path = out_dir / MANIFEST
     atomic_write_text(path, json.dumps(manifest, indent=1))
@@ -176,7 +176,7 @@ class AttributionData:
 
 def load_split(dataset_dir: Path, split: str) -> AttributionData:
     """Read the 'train' or 'test' split of a rendered dataset."""
-    from desra.imageio import read_image
+    from desra.core.imageio import read_image
 
     path = Path(dataset_dir) / MANIFEST
     if not path.is_file():

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from desra.attribution.classifier import Classifier, ClassifierConfig, LabelSpace
-from desra.errors import ConfigError
+from desra.core.errors import ConfigError
 
 CLASSIFIER_FILE = "classifier.safetensors"
 """Trained classifier inside the experiment folder."""
@@ -91,7 +91,12 @@ def run_experiment(
 ) -> dict:
     """Fit PRNU + train the classifier on the train split, evaluate on the test split, write report/plots/weights into ``out_dir``; returns the report."""
     from desra.attribution import reports
-    from desra.attribution.classifier import build_classifier, predict, save_classifier, train_classifier
+    from desra.attribution.classifier import (
+        build_classifier,
+        predict,
+        save_classifier,
+        train_classifier,
+    )
     from desra.attribution.dataset import load_split
     from desra.attribution.prnu import fingerprint_distances, fit_fingerprints
 
@@ -150,7 +155,7 @@ def run_experiment(
     result["finding"] = distinctiveness_finding(result)
     reports.plot_r_matrix(r, names, out_dir / "attribution-r-matrix.png")
     reports.plot_tsne(prediction.embedding, cnn_truth, members, out_dir / "attribution-tsne.png")
-    from desra.atomic import atomic_write_text
+    from desra.core.atomic import atomic_write_text
 
     atomic_write_text(out_dir / REPORT_FILE, json.dumps(result, indent=1))
     atomic_write_text(out_dir / "report.md", report_markdown(result))

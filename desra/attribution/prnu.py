@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from desra.errors import ConfigError, ImageError
+from desra.core.errors import ConfigError, ImageError
 
 WIENER_WINDOWS = (3, 5, 7, 9)
 """Square windows over which the local coefficient variance is estimated (the minimum is used)."""

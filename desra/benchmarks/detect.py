@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from desra.bench import BenchContext, BenchResult, median_seconds, register_benchmark
+from desra.benchmarks.registry import (
+    BenchContext,
+    BenchResult,
+    median_seconds,
+    register_benchmark,
+)
 
 
 def _pair(side: int):
@@ -62,7 +67,7 @@ def _float32_centred_rows(ctx: BenchContext, mse, gan, params) -> list[BenchResu
     import numpy as np
     import skimage.data
 
-    from desra.dmap import d_map_reference
+    from desra.detect.dmap import d_map_reference
 
     pairs = {"benchmark pair": (mse, gan)}
     for name in ("astronaut", "rocket"):
@@ -87,8 +92,8 @@ def detect_dmap(ctx: BenchContext) -> list[BenchResult]:
     """Time d_map + clean_mask (and the torch path on CUDA) against d_map_reference + clean_mask_reference."""
     import numpy as np
 
-    from desra.dmap import d_map, d_map_reference, d_map_torch
-    from desra.morphology import clean_mask, clean_mask_reference
+    from desra.detect.dmap import d_map, d_map_reference, d_map_torch
+    from desra.detect.morphology import clean_mask, clean_mask_reference
 
     side = 512 if ctx.quick else 2048
     mse, gan = _pair(side)
@@ -138,7 +143,7 @@ def detect_dmap(ctx: BenchContext) -> list[BenchResult]:
 @register_benchmark("detect-full", "full detect_artifacts (no semantics) in seconds per output megapixel")
 def detect_full(ctx: BenchContext) -> list[BenchResult]:
     """Time detect_artifacts end to end (D map, threshold, morphology, ranked regions) per megapixel."""
-    from desra.detect import DetectConfig, detect_artifacts
+    from desra.detect.pipeline import DetectConfig, detect_artifacts
 
     results = []
     for side in ((512,) if ctx.quick else (1024, 2048)):

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from desra.bench import BenchContext, BenchResult, embedded_network, register_benchmark
+from desra.benchmarks.registry import (
+    BenchContext,
+    BenchResult,
+    embedded_network,
+    register_benchmark,
+)
 
 _RRDB = dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=64, num_block=23, num_grow_ch=32)
 
@@ -25,9 +30,9 @@ def finetune_throughput(ctx: BenchContext) -> list[BenchResult]:
 
     import torch
 
-    from desra import basicsr_adapter
-    from desra.archs import get_arch
-    from desra.training import TrainConfig, train
+    from desra.models import basicsr_adapter
+    from desra.models.archs import get_arch
+    from desra.train.loop import TrainConfig, train
 
     results = []
     for label, arch, params, d_feat, patch, batch in _plan(ctx):

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from desra.bench import BenchContext, BenchResult, embedded_network, median_seconds, register_benchmark
+from desra.benchmarks.registry import (
+    BenchContext,
+    BenchResult,
+    embedded_network,
+    median_seconds,
+    register_benchmark,
+)
 
 # name -> (architecture, params). Random weights: speed does not depend on them.
 MODELS = {
@@ -21,10 +27,15 @@ def fingerprint_extract(ctx: BenchContext) -> list[BenchResult]:
     import skimage.data
     import torch
 
-    from desra.archs import get_arch
-    from desra.attribution.classifier import ClassifierConfig, LabelSpace, build_classifier, predict
+    from desra.attribution.classifier import (
+        ClassifierConfig,
+        LabelSpace,
+        build_classifier,
+        predict,
+    )
     from desra.attribution.pipeline import grid_tiles
     from desra.fingerprint.critical import CriticalConfig, critical_image
+    from desra.models.archs import get_arch
 
     iterations = 5 if ctx.quick else 40
     results = []

@@ -7,7 +7,7 @@ Random weights: speed does not depend on them.
 
 from __future__ import annotations
 
-from desra.bench import (
+from desra.benchmarks.registry import (
     BenchContext,
     BenchResult,
     cuda_skip,
@@ -52,15 +52,15 @@ def _photo(width: int, height: int):
 @register_benchmark("gpu-sr", "CUDA SR speed: SRVGG 64/32 x4 at 720p input (fps; goal >= 60) and RRDBNet-23 x4 "
                     "at 512x512 fp16 (ms; goal <= 40)")
 def gpu_sr(ctx: BenchContext) -> list[BenchResult]:
-    """Network forward on device tensors (fp16 and fp32), and desra.inference.upscale from numpy to numpy."""
+    """Network forward on device tensors (fp16 and fp32), and desra.models.inference.upscale from numpy to numpy."""
     skipped = cuda_skip(ctx, "gpu-sr")
     if skipped:
         return skipped
     import torch
 
-    from desra.archs import get_arch
-    from desra.checkpoint import SRModel, describe
-    from desra.inference import upscale
+    from desra.models.archs import get_arch
+    from desra.models.checkpoint import SRModel, describe
+    from desra.models.inference import upscale
 
     torch.backends.cudnn.benchmark = True
     device = torch.device(ctx.device)
@@ -96,7 +96,7 @@ def gpu_sr(ctx: BenchContext) -> list[BenchResult]:
         results.append(BenchResult(f"{label} upscale", seconds * 1000, "ms",
                                    {"input": f"{width}x{height}", "precision": "fp16", "device": ctx.device,
                                     "io": "numpy float32 in and out"},
-                                   f"{name}; desra.inference.upscale incl. host<->device copies"))
+                                   f"{name}; desra.models.inference.upscale incl. host<->device copies"))
         del module, model
         torch.cuda.empty_cache()
     return results
@@ -111,7 +111,7 @@ def gpu_dmap(ctx: BenchContext) -> list[BenchResult]:
     import numpy as np
     import torch
 
-    from desra.dmap import d_map_reference, d_map_torch
+    from desra.detect.dmap import d_map_reference, d_map_torch
 
     mse = _photo(1920, 1080)
     rng = np.random.default_rng(0)
@@ -142,7 +142,7 @@ def _ddp_set(root) -> None:
     import numpy as np
     import skimage.data
 
-    from desra.curated import create_set
+    from desra.repair.curated import create_set
 
     curated = create_set(root)
     for i, name in enumerate(("astronaut", "coffee", "chelsea", "rocket")):
@@ -162,7 +162,6 @@ def gpu_ddp(ctx: BenchContext) -> list[BenchResult]:
     skipped = cuda_skip(ctx, "gpu-ddp")
     if skipped:
         return skipped
-    import json
     import statistics
     import subprocess
     import sys
@@ -171,6 +170,8 @@ def gpu_ddp(ctx: BenchContext) -> list[BenchResult]:
     from pathlib import Path
 
     import torch
+
+    from desra.core.events import read_events
 
     gpus = torch.cuda.device_count()
     iters, batch, patch = (20, 4, 128) if ctx.quick else (60, 8, 128)
@@ -187,7 +188,7 @@ def gpu_ddp(ctx: BenchContext) -> list[BenchResult]:
         wall = time.perf_counter() - start
         if done.returncode != 0:
             raise RuntimeError(f"torchrun exited {done.returncode}: {done.stderr[-800:]}")
-        events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+        events = read_events(run)
     rates = [e["it_per_s"] for e in events if "it_per_s" in e][1:]  # the first window holds the warm-up
     rate = statistics.median(rates) if rates else float("nan")
     params = {"gpus": gpus, "batch_per_gpu": batch, "patch": patch, "iterations": iters, "model": f"desra-demo-x4 ({arch})"}

@@ -3,7 +3,13 @@ against Tencent ncnn on the same published Real-ESRGAN weights (same image, same
 
 from __future__ import annotations
 
-from desra.bench import BenchContext, BenchResult, embedded_network, median_seconds, register_benchmark
+from desra.benchmarks.registry import (
+    BenchContext,
+    BenchResult,
+    embedded_network,
+    median_seconds,
+    register_benchmark,
+)
 
 _SWINIR_M = dict(img_size=64, in_chans=3, embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, window_size=8,
                  mlp_ratio=2.0, upscale=4, img_range=1.0, upsampler="nearest+conv", resi_connection="1conv")
@@ -33,14 +39,14 @@ def _plan(ctx: BenchContext) -> tuple[int, list[int | None], list[bool]]:
 @register_benchmark("sr-throughput", "SR output megapixels/s per architecture and tile size (random weights, x4), "
                     "and published Real-ESRGAN models side by side with Tencent ncnn")
 def sr_throughput(ctx: BenchContext) -> list[BenchResult]:
-    """Time desra.inference.upscale on a real photo crop for each architecture, tile size and precision."""
+    """Time desra.models.inference.upscale on a real photo crop for each architecture, tile size and precision."""
     import numpy as np
     import skimage.data
     import torch
 
-    from desra.archs import get_arch
-    from desra.checkpoint import SRModel, describe
-    from desra.inference import upscale
+    from desra.models.archs import get_arch
+    from desra.models.checkpoint import SRModel, describe
+    from desra.models.inference import upscale
 
     side, tiles, halves = _plan(ctx)
     photo = skimage.data.astronaut()[:side, :side].astype(np.float32) / 255.0
@@ -79,11 +85,11 @@ def _against_ncnn(ctx: BenchContext, model_id: str, photo) -> list[BenchResult]:
     """desra (torch) vs Tencent ncnn on the same published weights, image and thread count -> 3 rows."""
     import torch
 
-    from desra.checkpoint import build_from_state_dict
-    from desra.errors import DependencyError
-    from desra.inference import upscale
-    from desra.ncnn_import import NcnnRunner, import_files, package_files
-    from desra.registry import get_model
+    from desra.core.errors import DependencyError
+    from desra.models.checkpoint import build_from_state_dict
+    from desra.models.inference import upscale
+    from desra.models.ncnn_import import NcnnRunner, import_files, package_files
+    from desra.models.registry import get_model
 
     entry = get_model(model_id)
     files = package_files(entry)

@@ -4,7 +4,7 @@ Each command group lives in its own module ``desra/cli/cmd_<name>.py`` exposing
 ``register(subparsers)``; the list below is written out by hand. Command modules import heavy
 libraries only inside their handlers, so ``desra --help`` stays fast.
 
-Errors: a :class:`~desra.errors.DesraError` is printed as one line on stderr with exit code 2;
+Errors: a :class:`~desra.core.errors.DesraError` is printed as one line on stderr with exit code 2;
 anything else as one line with exit code 1. ``--debug`` shows the traceback instead.
 """
 
@@ -78,7 +78,7 @@ def _named_command(argv: Sequence[str]) -> tuple[str] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``desra`` console script; returns the exit code."""
-    from desra.errors import DesraError
+    from desra.core.errors import DesraError
 
     parser = build_parser(_named_command(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)

@@ -79,8 +79,8 @@ def _build_zoo(args) -> int:
     import sys
 
     from desra.attribution.dataset import render_dataset, zoo_members
-    from desra.errors import ConfigError, DesraError
-    from desra.zoo import exported_path, load_zoo_config
+    from desra.core.errors import ConfigError, DesraError
+    from desra.train.zoo import exported_path, load_zoo_config
 
     configs_dir, root = zoo_paths(args)
     configs = sorted(Path(configs_dir).glob("*.yaml"))
@@ -110,7 +110,11 @@ def _train(args) -> int:
     import dataclasses
 
     from desra.attribution.classifier import ClassifierConfig
-    from desra.attribution.pipeline import ExperimentConfig, report_markdown, run_experiment
+    from desra.attribution.pipeline import (
+        ExperimentConfig,
+        report_markdown,
+        run_experiment,
+    )
 
     config = ExperimentConfig(classifier=dataclasses.replace(ClassifierConfig(), iterations=args.iterations, seed=args.seed))
     root = zoo_paths(args)[1]
@@ -125,7 +129,7 @@ def _predict(args) -> int:
     import dataclasses
 
     from desra.attribution.pipeline import attribute_image
-    from desra.imageio import read_image
+    from desra.core.imageio import read_image
 
     image = read_image(args.image).rgb
     result = attribute_image(image, args.experiment or zoo_paths(args)[1] / "experiment", device=args.device)

@@ -25,7 +25,7 @@ def register(subparsers) -> None:
 
 
 def _write_json(report: dict, target: str) -> None:
-    from desra.atomic import atomic_write_text
+    from desra.core.atomic import atomic_write_text
 
     text = json.dumps(report, indent=2)
     if target == "-":
@@ -35,14 +35,14 @@ def _write_json(report: dict, target: str) -> None:
 
 
 def run(args) -> int:
-    from desra.bench import (
+    from desra.benchmarks.registry import (
         SUITES,
         BenchContext,
         list_benchmarks,
         run_benchmarks,
         run_suite,
     )
-    from desra.errors import ConfigError
+    from desra.core.errors import ConfigError
 
     if args.list:
         for bench in list_benchmarks():

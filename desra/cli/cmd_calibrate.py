@@ -39,12 +39,12 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import numpy as np
 
-    from desra import semantic
-    from desra.calibrate import calibrate, write_class_weights
     from desra.cli.cmd_detect import _models_from_args, progress_callback
-    from desra.detect import DetectConfig
-    from desra.errors import DesraError
-    from desra.imageio import list_images, list_unsupported_images, read_image
+    from desra.core.errors import DesraError
+    from desra.core.imageio import list_images, list_unsupported_images, read_image
+    from desra.detect import semantic
+    from desra.detect.calibrate import calibrate, write_class_weights
+    from desra.detect.pipeline import DetectConfig
 
     # The segmenter first: without it there is nothing to calibrate, so fail before loading models.
     segmenter = semantic.load_segmenter(args.segmenter, device=args.device)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def _add_detect_options(p: argparse.ArgumentParser) -> None:
-    from desra.detect import METHODS
+    from desra.detect.pipeline import METHODS
 
     p.add_argument("--segmenter", default="b5", metavar="ID|PATH|none",
                    help="SegFormer hub id, local folder, 'b5' (default, the authors'), 'b0' (fast) or 'none'")
@@ -64,7 +64,7 @@ def register(subparsers) -> None:
 
 def config_from_args(args):
     """The DetectConfig the command-line options describe."""
-    from desra.detect import DetectConfig
+    from desra.detect.pipeline import DetectConfig
 
     return DetectConfig(
         window=args.window, window_kind=args.window_kind, sigma=args.sigma, threshold=args.threshold,
@@ -80,7 +80,7 @@ def warn(message: str) -> None:
 
 def semantics_from_args(args, pair_weights: str = ""):
     """(segmenter | None, note | None, class weights | None), warning on stderr when semantics are off."""
-    from desra import semantic
+    from desra.detect import semantic
 
     if args.method != "desra":
         return None, None, None
@@ -141,8 +141,8 @@ def progress_callback(desc: str):
 
 def _pairs_of(mse: Path, gan: Path):
     """(stem, mse file, gan file) triples plus failures for unmatched files."""
-    from desra.errors import DesraError
-    from desra.imageio import list_images
+    from desra.core.errors import DesraError
+    from desra.core.imageio import list_images
 
     if mse.is_file() and gan.is_file():
         return [(gan.stem, mse, gan)], []
@@ -159,13 +159,13 @@ def _pairs_of(mse: Path, gan: Path):
 
 
 def _models_from_args(args):
-    from desra.checkpoint import load_model, load_pair
-    from desra.errors import ConfigError
+    from desra.core.errors import ConfigError
+    from desra.models.checkpoint import load_model, load_pair
 
     if args.pair and (args.mse_model or args.gan_model):
         raise ConfigError("give either --pair NAME or --mse-model/--gan-model, not both")
     if args.pair:
-        from desra.registry import get_pair
+        from desra.models.registry import get_pair
 
         mse_model, gan_model = load_pair(args.pair, device=args.device)
         return mse_model, gan_model, get_pair(args.pair).class_weights
@@ -186,10 +186,10 @@ def write_outputs(out: Path, stem: str, detection, image, *, save_d: bool, pool=
     """
     import numpy as np
 
-    from desra import visualize
-    from desra.atomic import atomic_path, atomic_write_text
-    from desra.imageio import write_mask, write_png_uint8
-    from desra.semantic import ADE20K_CLASSES
+    from desra.core.atomic import atomic_path, atomic_write_text
+    from desra.core.imageio import write_mask, write_png_uint8
+    from desra.detect import visualize
+    from desra.detect.semantic import ADE20K_CLASSES
 
     files = {"mask": f"{stem}_mask.png", "overlay": f"{stem}_overlay.png", "json": f"{stem}.json"}
 
@@ -232,8 +232,8 @@ PREFETCH_MAX_PIXELS = 16_000_000
 
 def _start_reads(pool, job, *, first: bool = False):
     """Futures reading an (stem, MSE file, GAN file) job's two images, or None (LR job, or too large to read ahead)."""
-    from desra.errors import DesraError
-    from desra.imageio import image_size, read_image
+    from desra.core.errors import DesraError
+    from desra.core.imageio import image_size, read_image
 
     _, mse, gan = job
     if gan is None:
@@ -248,15 +248,15 @@ def _start_reads(pool, job, *, first: bool = False):
 
 
 def run(args) -> int:
-    from desra.atomic import atomic_write_text
-    from desra.detect import detect_artifacts, detect_lr
-    from desra.errors import ConfigError, DesraError
-    from desra.imageio import (
+    from desra.core.atomic import atomic_write_text
+    from desra.core.errors import ConfigError, DesraError
+    from desra.core.imageio import (
         list_images,
         list_unsupported_images,
         read_image,
         write_image,
     )
+    from desra.detect.pipeline import detect_artifacts, detect_lr
 
     started = time.time()
     config = config_from_args(args)

@@ -45,8 +45,8 @@ def _report_failures(failures) -> int:
 
 def run(args) -> int:
     from desra.cli.cmd_detect import progress_callback
-    from desra.errors import ConfigError, DesraError
-    from desra.metrics import evaluate_folders, evaluate_removal_folders
+    from desra.core.errors import ConfigError, DesraError
+    from desra.detect.metrics import evaluate_folders, evaluate_removal_folders
 
     if not 0.0 < args.p <= 1.0:
         raise ConfigError(f"--p must be in (0, 1] (got {args.p}); the paper uses 0.5")

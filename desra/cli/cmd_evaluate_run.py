@@ -9,7 +9,7 @@ from pathlib import Path
 def _run(args) -> int:
     from tqdm import tqdm
 
-    from desra.evaluate_run import evaluate_run
+    from desra.repair.evaluate_run import evaluate_run
 
     bar = tqdm(desc="evaluating", unit="image")
 

@@ -84,8 +84,8 @@ def register(subparsers) -> None:
 
 
 def _registry(args) -> Path:
+    from desra.core.paths import default_workspace
     from desra.fingerprint.verify import registry_path
-    from desra.paths import default_workspace
 
     return registry_path(args.workspace or default_workspace())
 
@@ -110,9 +110,9 @@ def _progress(desc: str):
 
 
 def _register(args) -> int:
-    from desra.checkpoint import load_model
     from desra.fingerprint.pipeline import fingerprint_model
     from desra.fingerprint.verify import register_fingerprint
+    from desra.models.checkpoint import load_model
 
     model = load_model(args.model, device=args.device)
     config = _critical_config(args)
@@ -129,8 +129,8 @@ def _print_verdict(label: str, verdict) -> None:
 
 
 def _verify(args) -> int:
-    from desra.checkpoint import load_model
     from desra.fingerprint.pipeline import lineage_report, verify_model
+    from desra.models.checkpoint import load_model
 
     model = load_model(args.suspect, device=args.device)
     result = verify_model(model, _registry(args), args.against, sigma=args.sigma, p=args.p, device=args.device, progress=_progress("critical image"))
@@ -146,7 +146,7 @@ def _verify(args) -> int:
 
 
 def _parse_attacks(text: str, allow_none: bool = False) -> list[str]:
-    from desra.errors import ConfigError
+    from desra.core.errors import ConfigError
     from desra.fingerprint.attacks import ATTACKS
 
     if allow_none and text.strip() == "none":
@@ -159,9 +159,9 @@ def _parse_attacks(text: str, allow_none: bool = False) -> list[str]:
 
 
 def _attack(args) -> int:
-    from desra.checkpoint import load_model, save_model
     from desra.fingerprint.pipeline import attack_suite
     from desra.fingerprint.verify import get_fingerprint
+    from desra.models.checkpoint import load_model, save_model
 
     attacks = _parse_attacks(args.attacks)
     model = load_model(args.model, device=args.device)
@@ -174,8 +174,13 @@ def _attack(args) -> int:
     results = attack_suite(model, source, attacks=attacks, finetune_iterations=args.finetune_iterations, device=args.device, progress=progress)
     if args.out is not None:
         from desra.fingerprint.attacks import attack_recipe
+        from desra.fingerprint.lineage import (
+            LINEAGE_KEY,
+            current_command,
+            make_lineage,
+            metadata_of_file,
+        )
         from desra.fingerprint.pipeline import ATTACK_PHOTOS
-        from desra.lineage import LINEAGE_KEY, current_command, make_lineage, metadata_of_file
 
         args.out.mkdir(parents=True, exist_ok=True)
         source_metadata = metadata_of_file(model.descriptor.source)
@@ -195,11 +200,11 @@ def _attack(args) -> int:
 
 
 def _read_rows(path: Path | None) -> list[dict]:
-    from desra.errors import ConfigError
+    from desra.core.errors import ConfigError
 
     if path is None or not path.is_file():
         return []
-    from desra.atomic import atomic_write_text
+    from desra.core.atomic import atomic_write_text
 
     lines = path.read_text(encoding="utf-8").splitlines()
     rows = []
@@ -217,9 +222,16 @@ def _read_rows(path: Path | None) -> list[dict]:
 def _crosscheck(args) -> int:
     import os
 
-    from desra.checkpoint import load_model
     from desra.fingerprint.pipeline import cross_check
-    from desra.fingerprint.relations import DECIDING, DERIVED, format_table, model_facts, relation, relation_table
+    from desra.fingerprint.relations import (
+        DECIDING,
+        DERIVED,
+        format_table,
+        model_facts,
+        relation,
+        relation_table,
+    )
+    from desra.models.checkpoint import load_model
 
     attacks = _parse_attacks(args.attacks, allow_none=True)
     models = [load_model(m, device=args.device) for m in args.models]

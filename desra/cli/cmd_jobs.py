@@ -7,8 +7,8 @@ from pathlib import Path
 
 
 def _store(args):
-    from desra.jobs import JobStore
-    from desra.paths import default_workspace
+    from desra.core.jobs import JobStore
+    from desra.core.paths import default_workspace
 
     return JobStore(args.workspace or default_workspace())
 
@@ -22,7 +22,7 @@ def _print_job(job, as_json: bool) -> None:
 
 
 def _parse_params(pairs: list[str], params_json: str | None) -> dict:
-    from desra.errors import JobError
+    from desra.core.errors import JobError
 
     try:
         params = json.loads(params_json) if params_json else {}
@@ -108,8 +108,8 @@ def _log(args) -> int:
 
 
 def _worker(args) -> int:
-    from desra.jobs import run_worker
-    from desra.paths import default_workspace
+    from desra.core.jobs import run_worker
+    from desra.core.paths import default_workspace
 
     run_worker(args.workspace or default_workspace(), args.device, drain=args.drain)
     return 0
@@ -128,8 +128,8 @@ def _workers(args) -> int:
 def _kinds(args) -> int:
     import dataclasses
 
-    from desra.job_settings import SETTINGS
-    from desra.jobs import JOB_KINDS
+    from desra.core.job_settings import SETTINGS
+    from desra.core.jobs import JOB_KINDS
 
     for kind in JOB_KINDS.values():
         print(f"{kind.name:<10} {kind.description}")

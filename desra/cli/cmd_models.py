@@ -30,8 +30,8 @@ def register(subparsers) -> None:
 
 
 def run_list(args) -> int:
-    from desra import registry
-    from desra.paths import models_cache_dir
+    from desra.core.paths import models_cache_dir
+    from desra.models import registry
 
     models = registry.list_models()
     sources = {m.id: registry.model_source(m) for m in models}
@@ -54,9 +54,9 @@ def run_list(args) -> int:
 def run_pull(args) -> int:
     from tqdm import tqdm
 
-    from desra import registry
-    from desra.download import pull
-    from desra.errors import UnknownNameError
+    from desra.core.errors import UnknownNameError
+    from desra.models import registry
+    from desra.models.download import pull
 
     try:
         ids = [registry.get_model(args.name).id]
@@ -89,7 +89,7 @@ def run_pull(args) -> int:
 
 
 def run_import_ncnn(args) -> int:
-    from desra.ncnn_import import import_to_cache
+    from desra.models.ncnn_import import import_to_cache
 
     dest, result = import_to_cache(args.param, args.bin_path, name=args.name, role=args.role or "unknown", license=args.license)
     mapping = result.mapping

@@ -32,7 +32,7 @@ def register(subparsers) -> None:
 
 def parse_auth(text: str | None) -> tuple[str, str] | None:
     """``"user:pass"`` -> ``("user", "pass")``; None stays None; anything else raises ConfigError."""
-    from desra.errors import ConfigError
+    from desra.core.errors import ConfigError
 
     if text is None:
         return None
@@ -43,8 +43,8 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from desra.errors import ConfigError
-    from desra.paths import default_workspace
+    from desra.core.errors import ConfigError
+    from desra.core.paths import default_workspace
 
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port got {args.port}; expected a TCP port between 1 and 65535")

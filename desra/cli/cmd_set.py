@@ -8,7 +8,7 @@ from pathlib import Path
 
 def _match(folder_or_file: Path | None, stem: str, single: bool) -> Path | None:
     """The mask file for the LR image ``stem``: the file itself, or ``<stem>.png`` / ``<stem>_mask.png`` in a folder."""
-    from desra.errors import DatasetError
+    from desra.core.errors import DatasetError
 
     if folder_or_file is None:
         return None
@@ -27,9 +27,9 @@ def _match(folder_or_file: Path | None, stem: str, single: bool) -> Path | None:
 def _add(args) -> int:
     from tqdm import tqdm
 
-    from desra.curated import open_set, prepare_item
-    from desra.errors import DatasetError, DesraError
-    from desra.imageio import list_images, read_image, read_mask
+    from desra.core.errors import DatasetError, DesraError
+    from desra.core.imageio import list_images, read_image, read_mask
+    from desra.repair.curated import open_set, prepare_item
 
     curated = open_set(args.dir)
     mse_model, gan_model = _load_models(args)
@@ -68,8 +68,8 @@ def _add(args) -> int:
 
 
 def _load_models(args):
-    from desra.checkpoint import load_model, load_pair
-    from desra.errors import ConfigError, PairMismatchError
+    from desra.core.errors import ConfigError, PairMismatchError
+    from desra.models.checkpoint import load_model, load_pair
 
     if args.pair and (args.mse_model or args.gan_model) or not args.pair and not (args.mse_model and args.gan_model):
         raise ConfigError("give either --pair NAME or both --mse-model M and --gan-model G")
@@ -85,14 +85,14 @@ def _load_models(args):
 def _detect_config(args):
     import dataclasses
 
-    from desra.detect import DetectConfig
+    from desra.detect.pipeline import DetectConfig
 
     overrides = {k: v for k, v in (("threshold", args.threshold), ("min_area", args.min_area)) if v is not None}
     return dataclasses.replace(DetectConfig(), **overrides)
 
 
 def _create(args) -> int:
-    from desra.curated import create_set
+    from desra.repair.curated import create_set
 
     curated = create_set(args.dir, description=args.description, scale=args.scale)
     print(f"created an empty curated set in {curated.root}")
@@ -100,7 +100,7 @@ def _create(args) -> int:
 
 
 def _split(args) -> int:
-    from desra.curated import open_set
+    from desra.repair.curated import open_set
 
     counts = open_set(args.dir).split(args.val, seed=args.seed)
     print(f"train {counts['train']}  val {counts['val']}")
@@ -108,7 +108,7 @@ def _split(args) -> int:
 
 
 def _list(args) -> int:
-    from desra.curated import open_set
+    from desra.repair.curated import open_set
 
     curated = open_set(args.dir)
     items = curated.items(include_deleted=args.all)
@@ -124,7 +124,7 @@ def _list(args) -> int:
 
 
 def _remove(args) -> int:
-    from desra.curated import open_set
+    from desra.repair.curated import open_set
 
     item = open_set(args.dir).remove(args.item)
     print(f"removed {item.id} (undo with `desra set restore {args.dir} {item.id}`)")
@@ -132,7 +132,7 @@ def _remove(args) -> int:
 
 
 def _restore(args) -> int:
-    from desra.curated import open_set
+    from desra.repair.curated import open_set
 
     item = open_set(args.dir).restore(args.item)
     print(f"restored {item.id}")
@@ -140,7 +140,7 @@ def _restore(args) -> int:
 
 
 def _export(args) -> int:
-    from desra.curated import open_set
+    from desra.repair.curated import open_set
 
     path = open_set(args.dir).export_zip(args.zip)
     print(f"exported to {path}")
@@ -148,7 +148,7 @@ def _export(args) -> int:
 
 
 def _import(args) -> int:
-    from desra.curated import import_zip
+    from desra.repair.curated import import_zip
 
     curated = import_zip(args.zip, args.dir)
     print(f"imported {len(curated.items(include_deleted=True))} items into {curated.root}")

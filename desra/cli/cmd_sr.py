@@ -28,10 +28,10 @@ def run(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from desra.checkpoint import load_model
-    from desra.errors import ImageError
-    from desra.imageio import image_size, read_image, write_imagedata
-    from desra.inference import check_output_size, upscale_folder, upscale_image
+    from desra.core.errors import ImageError
+    from desra.core.imageio import image_size, read_image, write_imagedata
+    from desra.models.checkpoint import load_model
+    from desra.models.inference import check_output_size, upscale_folder, upscale_image
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     source, target = Path(args.input), Path(args.output)

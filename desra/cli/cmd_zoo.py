@@ -41,7 +41,7 @@ def register(subparsers) -> None:
 def _train(args) -> int:
     from tqdm import tqdm
 
-    from desra.zoo import COLLAPSED_DB, load_zoo_config, train_zoo_model
+    from desra.train.zoo import COLLAPSED_DB, load_zoo_config, train_zoo_model
 
     config = load_zoo_config(args.config)
     total = config.stages[args.stage].iters if args.stage in config.stages else 0
@@ -74,8 +74,14 @@ def _derive_parent(args) -> int:
 
     from tqdm import tqdm
 
-    from desra.atomic import atomic_write_text
-    from desra.parent import derive, evaluate, load_parent_config, parent_module, write_card
+    from desra.core.atomic import atomic_write_text
+    from desra.train.parent import (
+        derive,
+        evaluate,
+        load_parent_config,
+        parent_module,
+        write_card,
+    )
 
     config = load_parent_config(args.config)
     bar = tqdm(total=config.iters, desc=config.name, unit="it", dynamic_ncols=True)
@@ -102,7 +108,7 @@ def _derive_parent(args) -> int:
 
 
 def _showcase(args) -> int:
-    from desra.zoo import showcase
+    from desra.train.zoo import showcase
 
     paths = showcase(args.out, pair=args.pair, lr_dir=args.lr, count=args.count)
     for path in paths:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from desra.errors import ConfigError
+from desra.core.errors import ConfigError
 
 ATTACKS = ("prune", "int8", "finetune")
 """Names of the attacks, in the order the suite runs them."""
@@ -109,7 +109,7 @@ def finetune(
 
 
 def attack_recipe(name: str, *, finetune_iterations: int = 500, photos: Sequence[str] = ()) -> dict:
-    """The settings of attack ``name`` as a lineage recipe (desra.lineage): what an attacked checkpoint records."""
+    """The settings of attack ``name`` as a lineage recipe (desra.fingerprint.lineage): what an attacked checkpoint records."""
     if name == "prune":
         return {"attack": name, "fraction": 0.05, "scope": "global, tensors with ndim > 1"}
     if name == "int8":

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from desra.errors import ConfigError
+from desra.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from desra.errors import ImageError
+from desra.core.errors import ImageError
 
 COLOUR_BINS = 7
 """Histogram bins per RGB channel."""

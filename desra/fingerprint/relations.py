@@ -58,7 +58,7 @@ class ModelFacts:
     group: str | None = None
     """Training run both stages of one zoo config share (the config file); None when not recorded."""
     weights_sha256: str = ""
-    """sha256 of the weights (desra.lineage.weights_sha256); '' when not computed."""
+    """sha256 of the weights (desra.fingerprint.lineage.weights_sha256); '' when not computed."""
     source_sha256: tuple[str, ...] = ()
     """sha256 of the recorded source(s) the weights were made from (lineage chain)."""
     source_name: str | None = None
@@ -124,10 +124,10 @@ PUBLISHED_TRAINING: dict[str, PublishedTraining] = {
     # with blur kernels and noise collected from each track's own source-domain images.
     "RealSR-DF2K-x4": PublishedTraining(("DF2K",), "RealSR kernels + noise of the NTIRE 2020 track 1 source images"),
     "RealSR-DF2K_JPEG-x4": PublishedTraining(("DF2K",), "RealSR kernels + noise of the NTIRE 2020 track 2 (JPEG) source images"),
-    # desra's own derived L1 parent (desra/parent.py): RealESRGAN_x4plus, then an L1 fine-tune of its last blocks
+    # desra's own derived L1 parent (desra/train/parent.py): RealESRGAN_x4plus, then an L1 fine-tune of its last blocks
     # on packaged photos (configs/parent/realesrgan-x4-derived.yaml); its metadata names the base as source.
     "realesrgan-x4plus-l1-derived": PublishedTraining(
-        ("DF2K", "OST", "configs/parent/realesrgan-x4-derived.yaml photos"), "Real-ESRGAN second-order, then desra/parent.py's L1 fine-tune",
+        ("DF2K", "OST", "configs/parent/realesrgan-x4-derived.yaml photos"), "Real-ESRGAN second-order, then desra/train/parent.py's L1 fine-tune",
         source_name="RealESRGAN_x4plus"),
 }
 """Registry ids (and `desra models import-ncnn` names, docs/foundation.md) -> their published training data."""
@@ -149,10 +149,10 @@ def facts_from_metadata(
 ) -> ModelFacts:
     """:class:`ModelFacts` of one model from its descriptor fields and desra metadata (pure).
 
-    Training data come from the zoo provenance's ``training`` entry (``desra.zoo.training_facts``),
-    else from :data:`PUBLISHED_TRAINING`; the source from the ``lineage`` entry (desra.lineage).
+    Training data come from the zoo provenance's ``training`` entry (``desra.train.zoo.training_facts``),
+    else from :data:`PUBLISHED_TRAINING`; the source from the ``lineage`` entry (desra.fingerprint.lineage).
     """
-    from desra.lineage import read_lineage
+    from desra.fingerprint.lineage import read_lineage
 
     extra = metadata.get("extra") if isinstance(metadata.get("extra"), Mapping) else {}
     training = extra.get("training") if isinstance(extra.get("training"), Mapping) else None
@@ -184,8 +184,8 @@ def model_facts(model, metadata: Mapping[str, Any] | None = None) -> ModelFacts:
     Zoo exports trained before the ``training`` entry existed are completed from the zoo config
     their provenance names, when that file is still there.
     """
-    from desra.checkpoint import read_state_dict
-    from desra.lineage import weights_sha256
+    from desra.fingerprint.lineage import weights_sha256
+    from desra.models.checkpoint import read_state_dict
 
     d = model.descriptor
     if metadata is None:
@@ -194,7 +194,7 @@ def model_facts(model, metadata: Mapping[str, Any] | None = None) -> ModelFacts:
     extra = dict(metadata.get("extra") or {})
     config = extra.get("config")
     if "training" not in extra and isinstance(config, str) and config.endswith(".yaml") and Path(config).is_file():
-        from desra.zoo import load_zoo_config, training_facts
+        from desra.train.zoo import load_zoo_config, training_facts
 
         extra["training"] = training_facts(load_zoo_config(config))
     return facts_from_metadata(d.name, d.architecture, d.arch_params, int(d.scale), {**metadata, "extra": extra}, weights_sha256(model.module))

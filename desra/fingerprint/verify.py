@@ -9,15 +9,23 @@ p-value is ``P(chi2_L <= T)``; ``match`` is ``d < eta``, equivalently ``p_value 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from desra.errors import ConfigError, DuplicateNameError, FingerprintError, UnknownNameError
+from desra.core.db import connect
+from desra.core.errors import (
+    ConfigError,
+    DuplicateNameError,
+    FingerprintError,
+    UnknownNameError,
+)
 
 SIGMA = 0.015
 """Paper's standard deviation of one feature difference between independent models."""
@@ -99,7 +107,7 @@ class FingerprintRecord:
     created: float
     """Unix time of registration."""
     weights_sha256: str = ""
-    """sha256 of the source model's weights (desra.lineage.weights_sha256); '' for records registered before it was kept."""
+    """sha256 of the source model's weights (desra.fingerprint.lineage.weights_sha256); '' for records registered before it was kept."""
 
 
 def registry_path(workspace: Path) -> Path:
@@ -107,9 +115,15 @@ def registry_path(workspace: Path) -> Path:
     return Path(workspace) / REGISTRY_FILENAME
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+@contextlib.contextmanager
+def _connect(path: Path) -> Iterator[sqlite3.Connection]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, timeout=30)
+    with connect(path, write=True) as connection:
+        _ensure_schema(connection)
+        yield connection
+
+
+def _ensure_schema(connection: sqlite3.Connection) -> None:
     connection.execute(
         "CREATE TABLE IF NOT EXISTS fingerprints (name TEXT PRIMARY KEY, features TEXT NOT NULL, "
         "critical BLOB NOT NULL, side INTEGER NOT NULL, scale INTEGER NOT NULL, config TEXT NOT NULL, "
@@ -119,7 +133,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     if "weights_sha256" not in columns:
         # Registries written before lineage checks lack the column; their records read back with ''.
         connection.execute("ALTER TABLE fingerprints ADD COLUMN weights_sha256 TEXT NOT NULL DEFAULT ''")
-    return connection
 
 
 def register_fingerprint(path: Path, record: FingerprintRecord, *, replace: bool = False) -> None:

@@ -20,8 +20,8 @@ TEST = ("skimage:data/chelsea.png",)
 def _member(tmp_path, name, seed, scale, loss):
     import torch
 
-    from desra.archs import get_arch
-    from desra.checkpoint import describe, save_model
+    from desra.models.archs import get_arch
+    from desra.models.checkpoint import describe, save_model
 
     params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": scale, "act_type": "prelu"}
     torch.manual_seed(seed)
@@ -76,7 +76,7 @@ def test_report_tables_plots_and_weights(experiment):
 
 def test_attribute_image_ranks_every_model(experiment, photo):
     root, members, _ = experiment
-    from desra.imageio import read_image
+    from desra.core.imageio import read_image
 
     image = read_image(root / "dataset" / "toy-x4-gan-s1" / "chelsea.png").rgb
     result = attribute_image(image, root / "experiment")
@@ -96,7 +96,12 @@ def test_predict_cli_json(experiment, capsys):
 def test_classifier_learns_two_models_from_their_residuals(tmp_path):
     # The from-scratch CNN once stayed at chance; on two models' SR outputs of the same photos it must
     # separate held-out crops (a photo it never saw), which only the upsampler's fingerprint allows.
-    from desra.attribution.classifier import LabelSpace, build_classifier, predict, train_classifier
+    from desra.attribution.classifier import (
+        LabelSpace,
+        build_classifier,
+        predict,
+        train_classifier,
+    )
     from desra.attribution.pipeline import grid_tiles
 
     members = [_member(tmp_path, "a", 1, 4, "gan"), _member(tmp_path, "b", 2, 4, "gan")]

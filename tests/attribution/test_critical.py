@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from desra.errors import ConfigError
+from desra.core.errors import ConfigError
 from desra.fingerprint.attacks import finetune, prune_smallest, quantize_int8
 from desra.fingerprint.critical import CriticalConfig, critical_image, degrade
 from desra.fingerprint.features import fingerprint_features

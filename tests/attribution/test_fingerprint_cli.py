@@ -12,8 +12,8 @@ from desra.cli import main
 def _save_srvgg(path, seed: int, scale: int = 4):
     import torch
 
-    from desra.archs import get_arch
-    from desra.checkpoint import describe, save_model
+    from desra.models.archs import get_arch
+    from desra.models.checkpoint import describe, save_model
 
     params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": scale, "act_type": "prelu"}
     torch.manual_seed(seed)
@@ -73,8 +73,8 @@ def test_bad_attack_list_is_rejected(tmp_path, checkpoints, capsys):
 def test_crosscheck_writes_rows_and_resumes(tmp_path, capsys):
     import torch
 
-    from desra.archs import get_arch
-    from desra.checkpoint import describe, save_model
+    from desra.models.archs import get_arch
+    from desra.models.checkpoint import describe, save_model
 
     paths = []
     # a and b stand for the MSE and GAN stage of one zoo config; c, another scale, is independent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from desra.errors import ImageError
+from desra.core.errors import ImageError
 from desra.fingerprint.features import FEATURE_DIMS, fingerprint_features, lgp_codes
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from desra.cli import main
-from desra.lineage import (
+from desra.fingerprint.lineage import (
     FORGERY_NOTE,
     LINEAGE_KEY,
     Lineage,
@@ -29,20 +29,20 @@ SRVGG = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale
 def _srvgg(seed: int):
     import torch
 
-    from desra.archs import get_arch
+    from desra.models.archs import get_arch
 
     torch.manual_seed(seed)
     return get_arch("srvgg").build(SRVGG)
 
 
 def _save(path: Path, module, **extra) -> Path:
-    from desra.checkpoint import describe, save_model
+    from desra.models.checkpoint import describe, save_model
 
     return save_model(path, module, describe("srvgg", SRVGG, name=path.stem, role="gan"), extra_metadata=extra)
 
 
 def test_lineage_round_trips_through_a_checkpoint_with_its_chain(tmp_path):
-    from desra.checkpoint import load_model
+    from desra.models.checkpoint import load_model
 
     grandparent, parent, child = _srvgg(1), _srvgg(2), _srvgg(3)
     parent_path = _save(tmp_path / "parent.safetensors", parent, **{LINEAGE_KEY: make_lineage(
@@ -144,8 +144,8 @@ def test_attacked_checkpoints_carry_their_lineage_and_it_agrees_with_the_verdict
 
 
 def test_zoo_training_records_lineage_from_init_then_from_the_mse_stage(tmp_path):
-    from desra.checkpoint import load_model
-    from desra.zoo import exported_path, load_zoo_config, train_zoo_model
+    from desra.models.checkpoint import load_model
+    from desra.train.zoo import exported_path, load_zoo_config, train_zoo_model
 
     raw = {"name": "tiny-zoo", "scale": 4, "seed": 3, "architecture": "srvgg", "arch_params": SRVGG,
            "data": {"photos": ["skimage:data/retina.jpg"], "dead_leaves": 1, "dead_leaves_size": 96, "patch": 64, "batch": 2},
@@ -168,8 +168,8 @@ def test_zoo_training_records_lineage_from_init_then_from_the_mse_stage(tmp_path
 
 
 def test_finetune_export_records_its_start_model_and_recipe(tmp_path, photo):
-    from desra.checkpoint import load_model, save_model
-    from desra.finetune import FinetuneConfig, finetune
+    from desra.models.checkpoint import load_model, save_model
+    from desra.repair.finetune import FinetuneConfig, finetune
     from tests.finetune.conftest import _tiny_generator, build_set
 
     module, descriptor = _tiny_generator(1)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from desra.attribution.prnu import fingerprint_distances, fit_fingerprints, noise_residual, wavelet_denoise
-from desra.errors import ImageError
+from desra.attribution.prnu import (
+    fingerprint_distances,
+    fit_fingerprints,
+    noise_residual,
+    wavelet_denoise,
+)
+from desra.core.errors import ImageError
 
 
 def test_denoiser_removes_added_noise_and_keeps_the_photo(photo):

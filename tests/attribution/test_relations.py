@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from desra.core.paths import project_root
 from desra.fingerprint.relations import (
     DERIVED,
     OTHER_ARCHITECTURE,
@@ -23,8 +24,7 @@ from desra.fingerprint.relations import (
     relation,
     relation_table,
 )
-from desra.paths import project_root
-from desra.zoo import load_zoo_config, training_facts, training_sources
+from desra.train.zoo import load_zoo_config, training_facts, training_sources
 
 LARGE = project_root() / "configs" / "attribution-large"
 SRVGG_X4 = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 32, "num_conv": 8, "upscale": 4, "act_type": "prelu"}
@@ -84,7 +84,7 @@ def test_relation_of_lineage_published_and_unrecorded_models(zoo):
     assert relation(published["RealESRGAN_x4plus"], published["RealESRNet_x4plus"]) == DERIVED  # its authors fine-tuned it from there
     assert relation(published["RealSR-DF2K-x4"], published["RealSR-DF2K_JPEG-x4"]) == OTHER_DATA  # same HR set, other degradation
     assert relation(published["RealSR-DF2K-x4"], published["RealESRGAN_x4plus"]) == OTHER_DATA
-    # the derived L1 parent desra rebuilds (desra/parent.py metadata) is derived from RealESRGAN_x4plus
+    # the derived L1 parent desra rebuilds (desra/train/parent.py metadata) is derived from RealESRGAN_x4plus
     parent = facts_from_metadata("realesrgan-x4plus-l1-derived", "rrdbnet", rrdb, 4,
                                  {"extra": {"derived_from": "RealESRGAN_x4plus", "base_sha256": "9" * 64, "sha256": "8" * 64}}, "8" * 64)
     assert relation(parent, published["RealESRGAN_x4plus"]) == DERIVED
@@ -132,7 +132,7 @@ def test_data_disjoint_halves_load_are_disjoint_and_cover_their_set():
 
 
 def test_halves_train_on_different_dead_leaves_images():
-    from desra.zoo import _training_images
+    from desra.train.zoo import _training_images
 
     a, b = (load_zoo_config(LARGE / f"attr-srvgg-x4-s1-half{h}.yaml") for h in "ab")
     full = load_zoo_config(LARGE / "attr-srvgg-x4-s1.yaml")
@@ -145,7 +145,7 @@ def test_halves_train_on_different_dead_leaves_images():
 def test_negative_dead_leaves_offset_is_refused(tmp_path):
     import yaml
 
-    from desra.errors import ConfigError
+    from desra.core.errors import ConfigError
 
     raw = yaml.safe_load((LARGE / "attr-srvgg-x4-s1-halfa.yaml").read_text())
     raw["data"]["dead_leaves_offset"] = -1
@@ -181,8 +181,8 @@ def test_attribute_tab_looks_for_the_large_zoo_experiment_before_the_tiny_one(tm
 def _tiny_model(path: Path, init: int, *, noise: float = 0.0, base=None, **extra):
     import torch
 
-    from desra.archs import get_arch
-    from desra.checkpoint import describe, save_model
+    from desra.models.archs import get_arch
+    from desra.models.checkpoint import describe, save_model
 
     params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 4, "act_type": "prelu"}
     torch.manual_seed(init)

@@ -17,8 +17,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 def _save_srvgg(path: Path, seed: int) -> Path:
     import torch
 
-    from desra.archs import get_arch
-    from desra.checkpoint import describe, save_model
+    from desra.models.archs import get_arch
+    from desra.models.checkpoint import describe, save_model
 
     params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 4, "act_type": "prelu"}
     torch.manual_seed(seed)
@@ -27,9 +27,9 @@ def _save_srvgg(path: Path, seed: int) -> Path:
 
 def _with_lineage(root: Path, mine, stranger) -> tuple[Path, Path]:
     """mine pruned 5 % with its true lineage, and the stranger's weights with a lineage forged to claim mine as source."""
-    from desra.checkpoint import save_model
     from desra.fingerprint.attacks import attack_recipe, prune_smallest
-    from desra.lineage import LINEAGE_KEY, make_lineage
+    from desra.fingerprint.lineage import LINEAGE_KEY, make_lineage
+    from desra.models.checkpoint import save_model
 
     pruned = prune_smallest(mine.module, 0.05)
     pruned_path = save_model(root / "pruned.safetensors", pruned, mine.descriptor, extra_metadata={
@@ -43,7 +43,13 @@ def _tiny_experiment(folder: Path) -> Path:
     """A real (barely trained) classifier + PRNU fingerprints for two labels, written as `desra attribute train` would."""
     import skimage.data
 
-    from desra.attribution.classifier import ClassifierConfig, LabelSpace, build_classifier, save_classifier, train_classifier
+    from desra.attribution.classifier import (
+        ClassifierConfig,
+        LabelSpace,
+        build_classifier,
+        save_classifier,
+        train_classifier,
+    )
     from desra.attribution.pipeline import PRNU_FILE, grid_tiles, residuals_of
     from desra.attribution.prnu import fit_fingerprints
 
@@ -65,10 +71,10 @@ def served(tmp_path_factory):
     """A Blocks app holding the two attribution tabs as the dashboard lays them out, on a free loopback port."""
     import gradio as gr
 
-    from desra.checkpoint import load_model
     from desra.fingerprint.critical import CriticalConfig
     from desra.fingerprint.pipeline import fingerprint_model
     from desra.fingerprint.verify import register_fingerprint, registry_path
+    from desra.models.checkpoint import load_model
     from ui.context import AppContext
     from ui.tabs import attribute_image, verify_model
 
@@ -136,7 +142,7 @@ def test_unknown_source_is_reported_not_crashed(served):
 def test_attribute_endpoint_ranks_and_parses(served, photo):
     from gradio_client import Client, handle_file
 
-    from desra.imageio import write_image
+    from desra.core.imageio import write_image
 
     path = write_image(served["root"] / "sr.png", photo("chelsea")[:128, :128])
     client = Client(served["url"], verbose=False)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import chi2
 
-from desra.errors import ConfigError, DuplicateNameError, UnknownNameError
+from desra.core.errors import ConfigError, DuplicateNameError, UnknownNameError
 from desra.fingerprint.verify import (
     FingerprintRecord,
     compare,

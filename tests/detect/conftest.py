@@ -47,7 +47,7 @@ def save_tiny_segformer(folder, id2label=None):
     """A random-init SegFormer (a few thousand parameters) written with save_pretrained: its folder."""
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
-    from desra.semantic import ADE20K_CLASSES
+    from desra.detect.semantic import ADE20K_CLASSES
 
     labels = id2label if id2label is not None else dict(enumerate(ADE20K_CLASSES))
     config = SegformerConfig(

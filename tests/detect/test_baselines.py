@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from desra import baselines
-from desra.detect import DetectConfig, detect_artifacts
+from desra.detect import baselines
+from desra.detect.pipeline import DetectConfig, detect_artifacts
 
 
 def _checker(size: int, amplitude: float, half: bool = False) -> np.ndarray:

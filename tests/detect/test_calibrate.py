@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from desra import semantic
-from desra.calibrate import (
+from desra.cli import main
+from desra.detect import semantic
+from desra.detect.calibrate import (
     accumulate,
     class_percentile,
     empty_histogram,
@@ -14,7 +15,6 @@ from desra.calibrate import (
     weights_from_histogram,
     write_class_weights,
 )
-from desra.cli import main
 
 
 def test_percentile_and_bins_by_hand(tmp_path):
@@ -39,9 +39,9 @@ def test_percentile_and_bins_by_hand(tmp_path):
 def test_calibrate_cli_writes_a_table_detect_can_use(tmp_path, photo, tiny_segformer, degrade, capsys):
     import torch
 
-    from desra.archs import get_arch
-    from desra.checkpoint import describe, save_model
-    from desra.imageio import write_image
+    from desra.core.imageio import write_image
+    from desra.models.archs import get_arch
+    from desra.models.checkpoint import describe, save_model
 
     params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 2, "act_type": "prelu"}
     models = []
@@ -62,11 +62,11 @@ def test_calibrate_cli_writes_a_table_detect_can_use(tmp_path, photo, tiny_segfo
     # Worked out here from the same images: degrade, both models, the float64 D map, SegFormer on
     # the MSE output; a class is calibrated exactly when it covers >= 200 valid pixels, and its A is
     # the bin of its exact 85th percentile of D (the CLI bins a histogram: one bin of slack).
-    from desra.calibrate import degrade_image, weight_bin
-    from desra.checkpoint import load_model
-    from desra.dmap import d_map_reference
-    from desra.imageio import read_image
-    from desra.inference import upscale
+    from desra.core.imageio import read_image
+    from desra.detect.calibrate import degrade_image, weight_bin
+    from desra.detect.dmap import d_map_reference
+    from desra.models.checkpoint import load_model
+    from desra.models.inference import upscale
 
     seg = semantic.load_segmenter(str(tiny_segformer))
     mse_model, gan_model = load_model(models[0]), load_model(models[1])

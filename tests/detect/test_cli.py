@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from desra.cli import main
-from desra.imageio import read_image, read_mask, write_image, write_mask
+from desra.core.imageio import read_image, read_mask, write_image, write_mask
 
 
 @pytest.fixture(autouse=True)
@@ -96,8 +96,8 @@ def test_single_pair_named_after_gan_file_with_segmenter_folder(tmp_path, photo,
 def test_lr_with_two_model_files(tmp_path, photo, capsys):
     import torch
 
-    from desra.archs import get_arch
-    from desra.checkpoint import describe, save_model
+    from desra.models.archs import get_arch
+    from desra.models.checkpoint import describe, save_model
 
     params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 2, "act_type": "prelu"}
     paths = []

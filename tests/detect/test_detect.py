@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from desra.detect import METHODS, DetectConfig, detect_artifacts
-from desra.errors import ConfigError, PairMismatchError
-from desra.metrics import score_image
+from desra.core.errors import ConfigError, PairMismatchError
+from desra.detect.metrics import score_image
+from desra.detect.pipeline import METHODS, DetectConfig, detect_artifacts
 
 
 def test_finds_the_painted_regions_and_nothing_else(rocket_pair):
@@ -43,7 +43,7 @@ def test_without_segmenter_it_says_so(rocket_pair):
 
 
 def test_with_a_segmenter_the_adjustment_runs(rocket_pair, tiny_segformer):
-    from desra import semantic
+    from desra.detect import semantic
 
     mse, gan, _ = rocket_pair
     seg = semantic.load_segmenter(str(tiny_segformer))
@@ -62,7 +62,7 @@ def test_with_a_segmenter_the_adjustment_runs(rocket_pair, tiny_segformer):
 def test_the_mse_output_is_segmented_by_default(rocket_pair, tiny_segformer):
     # The paper segments the MSE-SR output (desra's default); the authors' script the GAN-SR one.
     # The expectation is built from semantic.segment on each image, not from det.labels.
-    from desra import semantic
+    from desra.detect import semantic
 
     mse, gan, _ = rocket_pair
     seg = semantic.load_segmenter(str(tiny_segformer))

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from desra.cli import cmd_detect, main
-from desra.imageio import read_mask, write_image
+from desra.core.imageio import read_mask, write_image
 
 
 def _folders(tmp_path, photo, pair_maker):

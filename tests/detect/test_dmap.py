@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from desra.dmap import d_map, d_map_reference, d_map_torch, local_std
-from desra.errors import ConfigError, PairMismatchError
+from desra.core.errors import ConfigError, PairMismatchError
+from desra.detect.dmap import d_map, d_map_reference, d_map_torch, local_std
 
 
 def test_checkerboard_in_box_window_matches_hand_value(device):

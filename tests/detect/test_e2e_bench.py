@@ -7,7 +7,7 @@ import numpy as np
 from desra.benchmarks.detect import e2e_pair
 from desra.benchmarks.naive_detect import naive_detect
 from desra.cli import main
-from desra.imageio import read_mask
+from desra.core.imageio import read_mask
 
 
 def test_naive_script_and_cli_write_the_same_mask_on_the_benchmark_pair(tmp_path):

@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from desra import visualize
-from desra.errors import ImageError
-from desra.imageio import encode_image, encode_png_uint8, read_image, write_png_uint8
+from desra.core.errors import ImageError
+from desra.core.imageio import (
+    encode_image,
+    encode_png_uint8,
+    read_image,
+    write_png_uint8,
+)
+from desra.detect import visualize
 
 
 def _decoded(data: bytes) -> np.ndarray:
@@ -70,7 +75,7 @@ def test_overlay_blends_only_flagged_pixels_as_a_whole_image_float_blend_does(ph
 
 
 def test_masks_are_written_by_the_fast_writer_and_read_back_exactly(rocket_pair, tmp_path):
-    from desra.imageio import read_mask, write_mask
+    from desra.core.imageio import read_mask, write_mask
 
     _, _, gt = rocket_pair
     path = write_mask(tmp_path / "m.png", gt)
@@ -83,7 +88,7 @@ def test_masks_are_written_by_the_fast_writer_and_read_back_exactly(rocket_pair,
 
 def test_detection_does_not_change_its_inputs_in_range_or_not(rocket_pair):
     # In-range float32 images are no longer copied before detection: nothing may write into them.
-    from desra.detect import detect_artifacts
+    from desra.detect.pipeline import detect_artifacts
 
     mse, gan, _ = rocket_pair
     wild = gan * 1.3 - 0.1

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from desra.errors import ImageError
-from desra.labelme_io import read_gt_mask, read_labelme_mask, write_labelme
+from desra.core.errors import ImageError
+from desra.detect.labelme_io import read_gt_mask, read_labelme_mask, write_labelme
 
 H, W = 60, 80
 
@@ -120,7 +120,7 @@ def test_missing_image_falls_back_to_declared_size_and_broken_files_raise(tmp_pa
 
 
 def test_mask_round_trip_through_labelme_and_png(tmp_path):
-    from desra.imageio import write_mask
+    from desra.core.imageio import write_mask
 
     mask = np.zeros((H, W), bool)
     mask[10:30, 20:50] = True

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from desra.errors import PairMismatchError
-from desra.metrics import (
+from desra.core.errors import PairMismatchError
+from desra.detect.metrics import (
     crop_border,
     has_addition,
     iou,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from desra.errors import ConfigError
-from desra.morphology import (
+from desra.core.errors import ConfigError
+from desra.detect.morphology import (
     clean_mask,
     clean_mask_reference,
     effective_min_area,
@@ -76,7 +76,7 @@ def test_regions_in_a_small_part_of_a_large_mask_equal_the_reference(where):
     # the middle, in a corner and on an edge of a large mask, against scipy on the whole mask.
     from scipy import ndimage
 
-    from desra.regions import rank_regions
+    from desra.detect.regions import rank_regions
 
     m = np.zeros((600, 700), bool)
     y, x = {"middle": (250, 300), "corner": (0, 0), "edge": (250, 0)}[where]

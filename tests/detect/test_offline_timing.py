@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from desra import semantic
-from desra.errors import SegmenterError
+from desra.core.errors import SegmenterError
+from desra.detect import semantic
 
 
 def test_offline_hub_id_is_refused_without_retries(monkeypatch):

@@ -7,8 +7,8 @@ import csv
 import numpy as np
 import pytest
 
-from desra import semantic
-from desra.errors import ConfigError, SegmenterError
+from desra.core.errors import ConfigError, SegmenterError
+from desra.detect import semantic
 
 
 def test_label_indices_follow_ade20k_order_of_the_authors_table():

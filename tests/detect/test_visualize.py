@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from desra import visualize
-from desra.errors import ConfigError
-from desra.semantic import ADE20K_CLASSES
+from desra.core.errors import ConfigError
+from desra.detect import visualize
+from desra.detect.semantic import ADE20K_CLASSES
 
 
 def test_overlay_tints_only_the_mask_and_its_outline(photo):

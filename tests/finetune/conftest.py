@@ -12,8 +12,8 @@ SCALE = 4
 def _tiny_generator(seed: int):
     import torch
 
-    from desra.archs import get_arch
-    from desra.checkpoint import describe
+    from desra.models.archs import get_arch
+    from desra.models.checkpoint import describe
 
     params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": SCALE, "act_type": "prelu"}
     torch.manual_seed(seed)
@@ -27,8 +27,8 @@ def tiny_models(tmp_path_factory):
     import torch
     from safetensors.torch import save_file
 
-    from desra import basicsr_adapter
-    from desra.checkpoint import save_model
+    from desra.models import basicsr_adapter
+    from desra.models.checkpoint import save_model
 
     folder = tmp_path_factory.mktemp("models")
     module, descriptor = _tiny_generator(1)
@@ -54,7 +54,7 @@ def make_item(hr: np.ndarray, size: int = 128, seed: int = 0):
 
 def build_set(root, load_photo):
     """A curated x4 set of 4 real-photo items (2 train, 2 val, the last one labelled) with hand-made masks."""
-    from desra.curated import create_set
+    from desra.repair.curated import create_set
 
     curated = create_set(root)
     for i, name in enumerate(("astronaut", "coffee", "chelsea", "rocket")):

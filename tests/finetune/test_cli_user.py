@@ -45,7 +45,7 @@ def _wait(predicate, timeout: float, what: str):
 @pytest.fixture(scope="module")
 def user_set(tmp_path_factory):
     """A workspace with a curated x4 set made by `desra set create/add/split` from 4 real LR photos."""
-    from desra.imageio import write_image
+    from desra.core.imageio import write_image
     from tests.conftest import load_photo
 
     ws = tmp_path_factory.mktemp("user")
@@ -58,10 +58,10 @@ def user_set(tmp_path_factory):
 
 
 def test_set_create_add_split_builds_the_pseudo_gt_of_each_photo(user_set):
-    from desra.checkpoint import load_pair
-    from desra.curated import open_set
-    from desra.imageio import read_image
-    from desra.inference import upscale
+    from desra.core.imageio import read_image
+    from desra.models.checkpoint import load_pair
+    from desra.models.inference import upscale
+    from desra.repair.curated import open_set
 
     items = json.loads(ok("set", "list", user_set / "set", "--json"))["items"]
     assert sorted(i["name"] for i in items) == ["astronaut", "chelsea", "coffee", "rocket"]
@@ -113,7 +113,7 @@ def test_jobs_cancel_and_resume_a_running_finetune(user_set):
         return json.loads(ok("jobs", "status", job["id"], "--workspace", ws, "--json"))
 
     def checkpoints():
-        from desra.training import list_checkpoints
+        from desra.train.loop import list_checkpoints
 
         return [i for i, _ in list_checkpoints(job["out"])] if os.path.isdir(job["out"]) else []
 
@@ -133,7 +133,7 @@ def test_jobs_cancel_and_resume_a_running_finetune(user_set):
         assert starts == [0, stopped_at]
         assert [e["iter"] for e in events if "losses" in e][-1] == iters
     finally:
-        from desra.jobs import JobStore
+        from desra.core.jobs import JobStore
 
         for worker in JobStore(ws).workers():  # the detached workers this test started
             if worker.alive:

@@ -6,8 +6,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from desra.curated import create_set, import_zip, open_set
-from desra.errors import DatasetError, PairMismatchError
+from desra.core.errors import DatasetError, PairMismatchError
+from desra.repair.curated import create_set, import_zip, open_set
 
 
 def test_items_hold_images_and_pseudo_gt(curated_set):

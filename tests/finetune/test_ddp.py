@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from desra.finetune import load_train_data, make_batch_fn
-from desra.training import latest_checkpoint, list_checkpoints, load_checkpoint
+from desra.repair.finetune import load_train_data, make_batch_fn
+from desra.train.loop import latest_checkpoint, list_checkpoints, load_checkpoint
 
 ITERS = 12
 
@@ -24,13 +24,13 @@ PROBE = textwrap.dedent('''
 
     import torch
 
-    import desra.finetune
-    import desra.training
+    import desra.repair.finetune
+    import desra.train.loop
     from desra.cli import main
 
     probe_dir, argv = sys.argv[1], sys.argv[2:]
     seen, networks = [], {}
-    make_batch_fn, train = desra.finetune.make_batch_fn, desra.training.train
+    make_batch_fn, train = desra.repair.finetune.make_batch_fn, desra.train.loop.train
 
     def recording_make_batch_fn(*args, **kwargs):
         batch_fn = make_batch_fn(*args, **kwargs)
@@ -45,9 +45,9 @@ PROBE = textwrap.dedent('''
         networks["generator"], networks["discriminator"] = generator, discriminator
         return train(config, generator, discriminator, *args, **kwargs)
 
-    desra.finetune.make_batch_fn, desra.training.train = recording_make_batch_fn, recording_train
+    desra.repair.finetune.make_batch_fn, desra.train.loop.train = recording_make_batch_fn, recording_train
     code = main(argv)
-    rank = desra.training.launch_rank()
+    rank = desra.train.loop.launch_rank()
     torch.save({"batches": seen, "generator": networks["generator"].state_dict(),
                 "discriminator": networks["discriminator"].state_dict()}, f"{probe_dir}/rank{rank}.pt")
     sys.exit(code)
@@ -97,7 +97,7 @@ def test_rank_zero_draws_the_one_process_batches_and_other_ranks_their_own(share
 def test_torchrun_two_processes_train_in_sync_write_once_and_resume_after_kill(shared_set, tmp_path):
     import torch
 
-    from desra.checkpoint import load_pair
+    from desra.models.checkpoint import load_pair
 
     run, probes = tmp_path / "run", tmp_path / "probes"
     probes.mkdir()

@@ -12,8 +12,13 @@ import time
 import numpy as np
 import pytest
 
-from desra.finetune import FinetuneConfig, finetune, load_train_data, make_batch_fn
-from desra.training import latest_checkpoint, list_checkpoints
+from desra.repair.finetune import (
+    FinetuneConfig,
+    finetune,
+    load_train_data,
+    make_batch_fn,
+)
+from desra.train.loop import latest_checkpoint, list_checkpoints
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +62,7 @@ def test_short_finetune_changes_the_model_and_exports_it(finished_run, shared_se
     import torch
     import yaml
 
-    from desra.checkpoint import load_model
+    from desra.models.checkpoint import load_model
 
     config, result = finished_run
     out = result.out
@@ -88,8 +93,8 @@ def test_the_repair_moves_toward_the_pseudo_gt_inside_the_mask_only(tiny_models,
     # 0.80 of the way to the MSE image and outside 0.52-0.55 (a conv net cannot change one region
     # alone); toward the GAN images the inside moved 0.33, with the mask swapped 0.54 (measured).
     # A target that ignores the mask (the MSE image everywhere) is not told apart in 20 iterations.
-    from desra.checkpoint import load_model
-    from desra.curated import create_set
+    from desra.models.checkpoint import load_model
+    from desra.repair.curated import create_set
 
     gan, disc = tiny_models
     start = load_model(gan).module
@@ -124,7 +129,7 @@ def test_a_run_with_a_fresh_discriminator_is_repeatable_from_its_seed(shared_set
     # the process's global torch RNG holds (it was, so one command gave different runs).
     import torch
 
-    from desra.checkpoint import read_state_dict
+    from desra.models.checkpoint import read_state_dict
 
     gan, _ = tiny_models
     weights = []
@@ -184,7 +189,7 @@ def test_kill_9_then_resume_ends_at_the_same_iteration(shared_set, tiny_models, 
     # discriminator (the data order, optimiser state and RNG were all restored).
     import torch
 
-    from desra.training import load_checkpoint
+    from desra.train.loop import load_checkpoint
 
     straight = tmp_path / "straight"
     whole = subprocess.run([*argv[:-1], str(straight)], capture_output=True, text=True, timeout=600, env=env, check=False)
@@ -200,7 +205,7 @@ def test_kill_9_then_resume_ends_at_the_same_iteration(shared_set, tiny_models, 
 
 
 def test_evaluate_run_writes_reports_and_gallery(finished_run):
-    from desra.evaluate_run import evaluate_run
+    from desra.repair.evaluate_run import evaluate_run
 
     out = finished_run[1].out
     report = evaluate_run(out)
@@ -223,7 +228,7 @@ def test_evaluate_run_writes_reports_and_gallery(finished_run):
 
 
 def test_finetune_job_runs_through_the_runner(shared_set, tiny_models, tmp_path):
-    from desra.jobs import JobStore, run_worker
+    from desra.core.jobs import JobStore, run_worker
 
     gan, disc = tiny_models
     store = JobStore(tmp_path / "ws")
@@ -239,10 +244,15 @@ def test_finetune_job_runs_through_the_runner(shared_set, tiny_models, tmp_path)
 def test_discriminator_loads_from_the_zoo_layout_and_refuses_others(tmp_path):
     import torch
 
-    from desra import basicsr_adapter
-    from desra.checkpoint import describe, load_model, save_discriminator, save_model
-    from desra.errors import CheckpointError
-    from desra.finetune import build_discriminator
+    from desra.core.errors import CheckpointError
+    from desra.models import basicsr_adapter
+    from desra.models.checkpoint import (
+        describe,
+        load_model,
+        save_discriminator,
+        save_model,
+    )
+    from desra.repair.finetune import build_discriminator
 
     params = {"num_in_ch": 3, "num_feat": 8, "skip_connection": True}
     torch.manual_seed(0)

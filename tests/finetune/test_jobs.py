@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from desra.errors import JobError, UnknownNameError
-from desra.job_settings import SleepJob, to_argv
-from desra.jobs import JobStore, run_worker
+from desra.core.errors import JobError, UnknownNameError
+from desra.core.job_settings import SleepJob, to_argv
+from desra.core.jobs import JobStore, run_worker
 
 
 def _wait(predicate, timeout=60.0):
@@ -116,7 +116,7 @@ def test_cancel_running_job(tmp_path):
 
 
 def test_state_survives_a_killed_runner(tmp_path, monkeypatch):
-    import desra.jobs as jobs
+    import desra.core.jobs as jobs
 
     store = JobStore(tmp_path)
     job = store.submit("sleep", {"steps": 12, "interval": 0.25})

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from desra.errors import PairMismatchError
-from desra.pseudo_gt import pseudo_gt
+from desra.core.errors import PairMismatchError
+from desra.repair.pseudo_gt import pseudo_gt
 
 
 def test_hard_mask_takes_mse_inside_and_gan_outside():

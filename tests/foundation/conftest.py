@@ -30,7 +30,7 @@ def _one_torch_thread():
 def _build(name: str, params: dict):
     import torch
 
-    from desra.archs import get_arch
+    from desra.models.archs import get_arch
 
     torch.manual_seed(0)
     return get_arch(name).build(dict(params)).eval()

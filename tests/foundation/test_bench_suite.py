@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from desra import bench
+from desra.benchmarks import registry as bench
 from desra.cli import main
-from desra.errors import UnknownNameError
+from desra.core.errors import UnknownNameError
 
 
 def test_gpu_suite_without_cuda_skips_every_benchmark_and_writes_json(tmp_path, capsys):

@@ -8,8 +8,15 @@ import pickle
 import pytest
 import torch
 
-from desra.archs import detect_architecture, get_arch, list_archs
-from desra.checkpoint import (
+from desra.core.errors import (
+    ArchitectureError,
+    CheckpointError,
+    DuplicateNameError,
+    UnknownNameError,
+    UnsafeCheckpointError,
+)
+from desra.models.archs import detect_architecture, get_arch, list_archs
+from desra.models.checkpoint import (
     ModelDescriptor,
     describe,
     load_model,
@@ -17,7 +24,6 @@ from desra.checkpoint import (
     save_basicsr,
     save_model,
 )
-from desra.errors import ArchitectureError, CheckpointError, DuplicateNameError, UnknownNameError, UnsafeCheckpointError
 
 
 def _same_output(reference, loaded, size: int = 8) -> float:
@@ -181,7 +187,7 @@ def test_arch_registry_names(tiny_params):
     assert {"rrdbnet", "srvgg", "swinir"} <= set(list_archs())
     with pytest.raises(UnknownNameError, match="rrdbnet"):
         get_arch("nope")
-    from desra.archs import register_arch
+    from desra.models.archs import register_arch
 
     with pytest.raises(DuplicateNameError):
         register_arch(get_arch("srvgg"))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from desra.checkpoint import describe, save_model
 from desra.cli import main
-from desra.imageio import read_image, write_image
+from desra.core.imageio import read_image, write_image
+from desra.models.checkpoint import describe, save_model
 
 
 @pytest.fixture
@@ -73,14 +73,14 @@ def test_models_list_and_pull(cache_home, capsys):
 
 
 def test_sr_benchmark_is_registered():
-    from desra.bench import list_benchmarks
+    from desra.benchmarks.registry import list_benchmarks
 
     assert "sr-throughput" in {b.name for b in list_benchmarks()}
 
 
 @pytest.mark.parametrize("model_id", ["desra-demo-x4-mse", "desra-demo-x4-gan"])
 def test_sr_with_the_embedded_models(model_id, photo, tmp_path):
-    from desra.registry import get_model, is_present
+    from desra.models.registry import get_model, is_present
 
     if not is_present(get_model(model_id)):
         pytest.skip(f"{model_id} is not in weights/ yet (trained by the zoo)")

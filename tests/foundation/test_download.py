@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from desra.download import download, partial_path, pull
-from desra.errors import ChecksumError, DownloadError
+from desra.core.errors import ChecksumError, DownloadError
+from desra.models.download import download, partial_path, pull
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB that is not all one value
 
@@ -109,7 +109,7 @@ def test_server_gone_says_where_to_put_the_file(server, tmp_path):
 
 
 def test_pull_uses_the_registry(cache_home):
-    from desra.registry import get_model, model_path
+    from desra.models.registry import get_model, model_path
 
     with pytest.raises(DownloadError, match="by hand") as info:
         pull("RealESRGAN_LDL_x4")  # published only as a Google Drive folder

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from desra.errors import ImageError, ImageTooLargeError
-from desra.imageio import (
+from desra.core.errors import ImageError, ImageTooLargeError
+from desra.core.imageio import (
     apply_orientation,
     list_images,
     read_image,

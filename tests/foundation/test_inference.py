@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from desra.archs import get_arch
-from desra.checkpoint import SRModel, describe
-from desra.errors import ConfigError, DeviceError, ImageError
-from desra.imageio import ImageData, read_image, write_image
-from desra.inference import InferenceEvent, upscale, upscale_folder, upscale_image
+from desra.core.errors import ConfigError, DeviceError, ImageError
+from desra.core.imageio import ImageData, read_image, write_image
+from desra.models.archs import get_arch
+from desra.models.checkpoint import SRModel, describe
+from desra.models.inference import (
+    InferenceEvent,
+    upscale,
+    upscale_folder,
+    upscale_image,
+)
 
 # Six 3x3 convolutions: a receptive field of 6 input pixels on each side.
 SHARP_PARAMS = dict(num_in_ch=3, num_out_ch=3, num_feat=16, num_conv=4, upscale=2, act_type="prelu")
@@ -194,8 +199,8 @@ def test_sr_cli_keeps_16_bit_precision_and_honours_the_alpha_mode(sharp_model, c
     # those values are all multiples of 257), with the alpha made the way --alpha asks.
     import cv2
 
-    from desra.checkpoint import save_model
     from desra.cli import main
+    from desra.models.checkpoint import save_model
 
     checkpoint = save_model(tmp_path / "sharp.safetensors", sharp_model.module, sharp_model.descriptor)
     yy, xx = np.mgrid[0:64, 0:96]
@@ -240,7 +245,7 @@ def test_folder_continues_after_a_broken_image(sharp_model, crop, tmp_path):
 
 
 def test_tile_layout_covers_every_pixel():
-    from desra.inference import _axis_weights, tile_starts
+    from desra.models.inference import _axis_weights, tile_starts
 
     for length in range(16, 300, 13):
         for tile in (16, 24, 37, 64, 128):

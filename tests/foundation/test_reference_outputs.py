@@ -35,15 +35,15 @@ REFERENCES = [
 
 
 def _output(model, photo) -> np.ndarray:
-    from desra.inference import upscale
+    from desra.models.inference import upscale
 
     return upscale(model, photo("chelsea")[LR_CROP])[OUT_CROP]
 
 
 @pytest.mark.parametrize("name", REFERENCES)
 def test_model_reproduces_its_reference_output(name, photo):
-    from desra import registry
-    from desra.checkpoint import load_model
+    from desra.models import registry
+    from desra.models.checkpoint import load_model
 
     entry = registry.get_model(name)
     if not registry.is_present(entry):

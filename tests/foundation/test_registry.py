@@ -6,10 +6,18 @@ import json
 
 import pytest
 
-from desra.archs import detect_architecture, get_arch
-from desra.checkpoint import describe
-from desra.errors import ConfigError, DuplicateNameError, UnknownNameError
-from desra.registry import get_model, get_pair, is_present, list_models, list_pairs, model_path, parse_registry
+from desra.core.errors import ConfigError, DuplicateNameError, UnknownNameError
+from desra.models.archs import detect_architecture, get_arch
+from desra.models.checkpoint import describe
+from desra.models.registry import (
+    get_model,
+    get_pair,
+    is_present,
+    list_models,
+    list_pairs,
+    model_path,
+    parse_registry,
+)
 
 
 def test_embedded_pair_comes_first_and_ships_in_weights():

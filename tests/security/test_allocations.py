@@ -67,9 +67,9 @@ def test_library_upscale_refuses_before_allocating(limited_python):
     # A broadcast view costs no memory: only an allocation inside upscale() could exhaust the cap.
     code = """
 import numpy as np
-from desra.checkpoint import load_model
-from desra.errors import ImageTooLargeError
-from desra.inference import upscale
+from desra.models.checkpoint import load_model
+from desra.core.errors import ImageTooLargeError
+from desra.models.inference import upscale
 model = load_model("desra-demo-x4-mse")
 image = np.broadcast_to(np.float32(0.5), (9000, 9000, 3))
 try:
@@ -83,9 +83,9 @@ except ImageTooLargeError as error:
 
 
 def test_output_limit_is_configurable(photo, monkeypatch):
-    from desra.checkpoint import load_model
-    from desra.errors import ConfigError, ImageTooLargeError
-    from desra.inference import upscale
+    from desra.core.errors import ConfigError, ImageTooLargeError
+    from desra.models.checkpoint import load_model
+    from desra.models.inference import upscale
 
     model = load_model("desra-demo-x4-mse")
     image = photo("astronaut")[:16, :20]  # x4 -> 64 x 80 = 5120 output pixels
@@ -113,7 +113,7 @@ def _rewrite_metadata(source, target, **changes):
 
 def test_metadata_claiming_a_wider_network_is_refused_before_building(tmp_path, desra_cli, cli_error):
     # The review's case: a 0.8 MB demo file whose metadata claims num_feat 4096 made desra build 14.4 GB.
-    from desra import registry
+    from desra.models import registry
 
     source = registry.model_path(registry.get_model("desra-demo-x4-mse"))
     wide = _rewrite_metadata(source, tmp_path / "wide.safetensors", num_feat=4096, num_conv=64)
@@ -127,9 +127,9 @@ def test_rrdbnet_metadata_with_num_block_10000_is_refused(tmp_path, limited_pyth
     # One real RRDB block in the file, metadata claiming 10000 of them (~44 GB at 64 features).
     code = f"""
 import json, torch
-from desra.checkpoint import describe, load_model, save_model
-from desra.archs import get_arch
-from desra.errors import ArchitectureError
+from desra.models.checkpoint import describe, load_model, save_model
+from desra.models.archs import get_arch
+from desra.core.errors import ArchitectureError
 from safetensors import safe_open
 from safetensors.torch import save_file
 params = dict(num_in_ch=3, num_out_ch=3, scale=4, num_feat=64, num_block=1, num_grow_ch=32)
@@ -155,8 +155,8 @@ def test_labelme_declaring_a_huge_image_is_refused(tmp_path, labelme_file, limit
     path = labelme_file(tmp_path / "huge.json", imageHeight=100000, imageWidth=100000,
                         shapes=[{"label": "artifact", "points": [[0, 0], [10, 0], [10, 10]], "shape_type": "polygon"}])
     code = f"""
-from desra.errors import ImageTooLargeError
-from desra.labelme_io import read_gt_mask
+from desra.core.errors import ImageTooLargeError
+from desra.detect.labelme_io import read_gt_mask
 try:
     read_gt_mask({str(path)!r})
 except ImageTooLargeError as error:
@@ -185,8 +185,8 @@ def test_labelme_cannot_smuggle_a_decompression_bomb(tmp_path, make_png, labelme
         fields.update(imagePath="photo.png")
     path = labelme_file(tmp_path / "bomb.json", **fields)
     code = f"""
-from desra.errors import ImageTooLargeError
-from desra.labelme_io import read_gt_mask
+from desra.core.errors import ImageTooLargeError
+from desra.detect.labelme_io import read_gt_mask
 try:
     read_gt_mask({str(path)!r})
 except ImageTooLargeError as error:
@@ -201,7 +201,7 @@ except ImageTooLargeError as error:
 def test_pillow_bomb_guard_stays_on_after_labelme(tmp_path, make_png, labelme_file):
     from PIL import Image
 
-    from desra.labelme_io import read_gt_mask
+    from desra.detect.labelme_io import read_gt_mask
 
     make_png(tmp_path / "photo.png", 16, 16)
     assert not read_gt_mask(labelme_file(tmp_path / "ok.json", imagePath="photo.png")).any()
@@ -216,7 +216,7 @@ def test_dashboard_detect_upload_meets_the_output_bound(tmp_path, make_png, limi
     source = make_png(tmp_path / "upload.png", 9000, 9000)
     code = f"""
 from pathlib import Path
-from desra.errors import ImageTooLargeError
+from desra.core.errors import ImageTooLargeError
 from ui.context import AppContext
 from ui.tabs.detect import _detect
 ctx = AppContext(workspace=Path({str(tmp_path / "ws")!r}))
@@ -239,8 +239,8 @@ def test_tiny_tensors_under_many_block_names_are_refused_before_building(tmp_pat
     path = tmp_path / f"sparse-{arch}.pth"
     code = f"""
 import torch
-from desra.checkpoint import load_model
-from desra.errors import ArchitectureError
+from desra.models.checkpoint import load_model
+from desra.core.errors import ArchitectureError
 tiny = torch.zeros(1)
 if {arch!r} == "rrdbnet":
     sd = {{"conv_first.weight": torch.randn(64, 3, 3, 3), "conv_last.weight": torch.randn(3, 64, 3, 3),

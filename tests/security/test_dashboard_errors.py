@@ -15,7 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui.conftest import client, corrupt_png, model_pair, pair_args, photo_png, server, workspace  # noqa: F401 - fixtures
+from tests.ui.conftest import (  # noqa: F401 - fixtures
+    client,
+    corrupt_png,
+    model_pair,
+    pair_args,
+    photo_png,
+    server,
+    workspace,
+)
 
 ABSOLUTE_PATH = re.compile(r"(?:^|[\s'\"(=:,])/[\w.-]")
 
@@ -77,7 +85,7 @@ def _raised(fn) -> str:
 
 
 def test_guarded_messages_are_plain_text_safe_as_html(dashboard_paths):
-    from desra.errors import ImageError
+    from desra.core.errors import ImageError
 
     ws, cache = dashboard_paths
 

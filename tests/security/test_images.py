@@ -12,8 +12,8 @@ import io
 import numpy as np
 import pytest
 
-from desra.errors import ImageError
-from desra.imageio import read_image, read_mask
+from desra.core.errors import ImageError
+from desra.core.imageio import read_image, read_mask
 
 
 @pytest.mark.parametrize(("bit_depth", "colour"), [(8, 2), (8, 0), (16, 2), (16, 6)])
@@ -80,8 +80,8 @@ def test_animated_gif_in_a_folder_is_listed_among_the_failures(tmp_path, photo, 
 
 
 def test_folder_holding_only_a_gif_says_so(tmp_path, photo):
-    from desra.checkpoint import load_model
-    from desra.inference import upscale_folder
+    from desra.models.checkpoint import load_model
+    from desra.models.inference import upscale_folder
 
     first, second = _frames(photo)
     first.save(tmp_path / "anim.gif", save_all=True, append_images=[second])
@@ -100,7 +100,7 @@ def test_animated_or_multipage_files_with_a_supported_extension_are_refused(tmp_
 
 
 def test_labelme_file_holding_null_or_a_list_fails_in_one_line(tmp_path, labelme_file):
-    from desra.labelme_io import read_gt_mask
+    from desra.detect.labelme_io import read_gt_mask
 
     for payload, kind in ((None, "NoneType"), ([1, 2], "list"), ("text", "str")):
         path = labelme_file(tmp_path / f"{kind}.json", payload=payload) if payload is not None else tmp_path / "null.json"
@@ -124,7 +124,7 @@ def test_labelme_file_holding_null_or_a_list_fails_in_one_line(tmp_path, labelme
     ],
 )
 def test_labelme_fields_of_the_wrong_type_fail_in_one_line(tmp_path, labelme_file, fields, message):
-    from desra.labelme_io import read_gt_mask
+    from desra.detect.labelme_io import read_gt_mask
 
     with pytest.raises(ImageError, match=message):
         read_gt_mask(labelme_file(tmp_path / "bad.json", **fields))
@@ -176,10 +176,10 @@ def test_calibrate_names_a_gif_it_cannot_read(tmp_path, photo, capsys):
     # `desra calibrate --images DIR` has no failure list: it names each unread file on stderr and calibrates the rest.
     import torch
 
-    from desra.archs import get_arch
-    from desra.checkpoint import describe, save_model
     from desra.cli import main
-    from desra.imageio import write_image
+    from desra.core.imageio import write_image
+    from desra.models.archs import get_arch
+    from desra.models.checkpoint import describe, save_model
     from tests.detect.conftest import save_tiny_segformer
 
     params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 2, "act_type": "prelu"}

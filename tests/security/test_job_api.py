@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from desra.errors import JobError, UnknownNameError
-from desra.job_settings import SETTINGS, Confinement, parse_settings, to_argv
-from desra.jobs import JobStore, job_command, run_worker
+from desra.core.errors import JobError, UnknownNameError
+from desra.core.job_settings import SETTINGS, Confinement, parse_settings, to_argv
+from desra.core.jobs import JobStore, job_command, run_worker
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_every_path_parameter_of_every_kind_is_confined(kind, confined, tmp_path
     """Each parameter that names a file, of each job kind, is refused when it points outside."""
     import dataclasses
 
-    from desra.job_settings import PATH_ROLES
+    from desra.core.job_settings import PATH_ROLES
 
     workspace, outside, confine = confined
     store = JobStore(workspace)
@@ -87,7 +87,7 @@ def test_every_path_parameter_of_every_kind_is_confined(kind, confined, tmp_path
 
 def test_detect_cannot_read_an_image_outside(confined, photo):
     """The review's second exploit: ``lr`` was not among the checked names, and the overlay of an outside image became downloadable."""
-    from desra.imageio import write_image
+    from desra.core.imageio import write_image
 
     workspace, outside, confine = confined
     write_image(outside / "secret.png", photo("chelsea")[:64, :64])
@@ -106,7 +106,7 @@ def test_detect_cannot_read_an_image_outside(confined, photo):
 
 
 def test_out_may_not_overwrite_the_shipped_weights(confined):
-    from desra.paths import weights_dir
+    from desra.core.paths import weights_dir
 
     workspace, _, _ = confined
     dashboard = Confinement(read=(workspace, weights_dir().resolve()), write=(workspace,))
@@ -254,7 +254,7 @@ def test_every_setting_is_a_flag_of_the_command_it_runs(kind):
     import dataclasses
 
     from desra.cli import build_parser
-    from desra.jobs import JOB_KINDS
+    from desra.core.jobs import JOB_KINDS
 
     command = _subparser(build_parser(), JOB_KINDS[kind].command[2:])
     options = {a.dest: a for a in command._actions if a.option_strings}

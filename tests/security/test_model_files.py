@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from desra.archs import get_arch
-from desra.checkpoint import describe, load_model, read_state_dict, save_model
-from desra.errors import ArchitectureError, CheckpointError
+from desra.core.errors import ArchitectureError, CheckpointError
+from desra.models.archs import get_arch
+from desra.models.checkpoint import describe, load_model, read_state_dict, save_model
 
 SRVGG = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 2, "act_type": "prelu"}
 
@@ -84,7 +84,7 @@ def test_metadata_params_are_checked_against_the_tensors(tiny, tmp_path, change,
 
 
 def test_swinir_training_size_claim_is_bounded():
-    from desra.archs import check_params
+    from desra.models.archs import check_params
 
     # img_size is free (the shifted-window mask is rebuilt) but allocates (img_size / window)^2 windows per block.
     params = {"img_size": 32, "in_chans": 3, "embed_dim": 12, "depths": [2], "num_heads": [2], "window_size": 4,
@@ -98,8 +98,8 @@ def test_swinir_training_size_claim_is_bounded():
 
 
 def test_registered_and_round_trip_models_still_pass_the_check():
-    from desra import registry
-    from desra.archs import check_params
+    from desra.models import registry
+    from desra.models.archs import check_params
 
     for model_id in ("desra-demo-x4-mse", "desra-demo-x4-gan"):
         entry = registry.get_model(model_id)
@@ -174,7 +174,7 @@ def test_random_bytes_are_a_checkpoint_error_not_an_internal_one(tmp_path):
 
 def test_bytes_that_are_no_pickle_are_not_called_unsafe(tmp_path):
     # 0xF0 is no pickle opcode: the file is corrupt, not a pickle that "would run code".
-    from desra.errors import UnsafeCheckpointError
+    from desra.core.errors import UnsafeCheckpointError
 
     path = tmp_path / "noise.pth"
     path.write_bytes(b"\xf0" * 256)

@@ -94,7 +94,7 @@ def _stop_job_workers(workspace: Path) -> None:
     """Stop the detached job workers the test server started (their jobs die with them)."""
     import signal
 
-    from desra.jobs import JobStore
+    from desra.core.jobs import JobStore
 
     if not (workspace / "jobs" / "jobs.db").exists():
         return
@@ -176,15 +176,15 @@ def corrupt_png(tmp_path) -> Path:
 def model_pair(tmp_path_factory) -> dict:
     """How the tests pick a model pair: the embedded ``desra-demo-x4`` when its weights are here,
     else a tiny random-init SRVGG x4 pair desra saves itself, uploaded as checkpoints."""
-    from desra import registry
+    from desra.models import registry
 
     pair = registry.get_pair("desra-demo-x4")
     if registry.is_present(registry.get_model(pair.mse)) and registry.is_present(registry.get_model(pair.gan)):
         return {"choice": "desra-demo-x4"}
     import torch
 
-    from desra.archs import get_arch
-    from desra.checkpoint import describe, save_model
+    from desra.models.archs import get_arch
+    from desra.models.checkpoint import describe, save_model
 
     folder = tmp_path_factory.mktemp("tiny-pair")
     params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 16, "num_conv": 4, "upscale": 4, "act_type": "prelu"}

@@ -18,7 +18,7 @@ def test_named_endpoints_are_published(client):
 def test_detect_returns_the_views_of_a_real_photo(client, photo_png, model_pair):
     from gradio_client import handle_file
 
-    from desra.imageio import read_mask
+    from desra.core.imageio import read_mask
 
     banner, slider, heatmap, semantic, overlay, regions, downloads, summary, showing = client.predict(
         images=[handle_file(str(photo_png))], demo_image=None, segmenter="none", threshold=0.7, window=11,
@@ -38,7 +38,7 @@ def test_detect_returns_the_views_of_a_real_photo(client, photo_png, model_pair)
 def test_evaluate_scores_every_method_against_a_label(client, photo_png, tmp_path, model_pair):
     from gradio_client import handle_file
 
-    from desra.imageio import write_mask
+    from desra.core.imageio import write_mask
 
     label = np.zeros((4 * 75, 4 * 112), bool)
     label[100:200, 150:300] = True
@@ -61,7 +61,7 @@ def test_evaluate_gives_the_scores_of_desra_detect_and_eval(client, photo_png, t
     from gradio_client import handle_file
 
     from desra.cli import main
-    from desra.imageio import read_mask, write_mask
+    from desra.core.imageio import read_mask, write_mask
 
     if model_pair["choice"] == "desra-demo-x4":
         models = ["--pair", "desra-demo-x4"]

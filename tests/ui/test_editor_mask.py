@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from desra.errors import PairMismatchError
+from desra.core.errors import PairMismatchError
 from ui.editor_mask import ALPHA_THRESHOLD, corrected_mask, strokes
 
 

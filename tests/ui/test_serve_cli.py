@@ -6,7 +6,7 @@ import pytest
 
 from desra.cli import main
 from desra.cli.cmd_serve import parse_auth
-from desra.errors import ConfigError
+from desra.core.errors import ConfigError
 
 
 def test_auth_is_split_at_the_first_colon():

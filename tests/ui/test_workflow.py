@@ -64,8 +64,8 @@ def test_corrupt_upload_shows_an_error_and_the_page_keeps_working(page, photo_pn
 
 
 def test_brushed_correction_is_saved_to_the_curated_set(page, photo_png, model_pair, choose, workspace, save_screenshot):
-    from desra.curated import open_set
-    from desra.imageio import read_mask
+    from desra.core.imageio import read_mask
+    from desra.repair.curated import open_set
 
     _detect(page, photo_png, model_pair, choose)
     page.get_by_role("tab", name="Correct").click()
@@ -105,8 +105,8 @@ def test_brushed_correction_is_saved_to_the_curated_set(page, photo_png, model_p
 
 
 def test_short_finetune_reaches_done(page, photo, model_pair, choose, workspace, save_screenshot):
-    from desra.checkpoint import load_model, load_pair
-    from desra.curated import create_set, prepare_item
+    from desra.models.checkpoint import load_model, load_pair
+    from desra.repair.curated import create_set, prepare_item
 
     if model_pair["choice"] == "desra-demo-x4":
         mse_model, gan_model = load_pair("desra-demo-x4")
@@ -144,7 +144,7 @@ def test_short_finetune_reaches_done(page, photo, model_pair, choose, workspace,
 
 
 def test_evaluate_scores_methods_against_a_labelled_mask(page, photo_png, tmp_path, model_pair, choose, save_screenshot):
-    from desra.imageio import write_mask
+    from desra.core.imageio import write_mask
 
     label = np.zeros((4 * 75, 4 * 112), bool)
     label[100:200, 150:300] = True

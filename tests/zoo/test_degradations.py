@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from desra.degradations import DegradationConfig, bicubic_lr, degrade
-from desra.errors import ConfigError
+from desra.core.errors import ConfigError
+from desra.train.degradations import DegradationConfig, bicubic_lr, degrade
 
 
 @pytest.fixture

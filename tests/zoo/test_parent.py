@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from desra import basicsr_adapter
-from desra.errors import CheckpointError
-from desra.parent import (
+from desra.core.errors import CheckpointError
+from desra.models import basicsr_adapter
+from desra.train.parent import (
     apply_delta,
     cache_trunk,
     head_module,
@@ -100,8 +100,8 @@ def test_a_damaged_or_foreign_delta_file_is_refused(tiny_rrdbnet, tmp_path):
 
 def test_the_shipped_parent_rebuilds_bit_identically_from_the_published_model(tmp_path, monkeypatch, photo):
     """realesrgan-x4plus-l1-derived: the committed delta + RealESRGAN_x4plus converted offline give the recorded weights."""
-    from desra.checkpoint import load_model, read_state_dict
-    from desra.registry import get_model, model_source, rebuilt_path
+    from desra.models.checkpoint import load_model, read_state_dict
+    from desra.models.registry import get_model, model_source, rebuilt_path
 
     monkeypatch.setenv("DESRA_HOME", str(tmp_path / "home"))
     entry = get_model("realesrgan-x4plus-l1-derived")

@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from desra import basicsr_adapter as ba
-from desra.errors import ConfigError
-from desra.training import TrainConfig, latest_checkpoint, list_checkpoints, load_checkpoint, train
+from desra.core.errors import ConfigError
+from desra.models import basicsr_adapter as ba
+from desra.train.loop import (
+    TrainConfig,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    train,
+)
 
 
 def _tiny_generator():
@@ -158,11 +164,11 @@ def test_plain_discriminator_loads_its_own_checkpoint():
 def test_zoo_cli_trains_both_stages_and_exports_a_discriminator_file(tmp_path):
     import yaml
 
-    from desra.checkpoint import load_model, read_state_dict
     from desra.cli import main
-    from desra.errors import CheckpointError
-    from desra.finetune import build_discriminator
-    from desra.paths import project_root
+    from desra.core.errors import CheckpointError
+    from desra.core.paths import project_root
+    from desra.models.checkpoint import load_model, read_state_dict
+    from desra.repair.finetune import build_discriminator
 
     raw = yaml.safe_load((project_root() / "configs" / "zoo" / "desra-demo-x4.yaml").read_text())
     raw["name"] = "tiny"
@@ -190,7 +196,7 @@ def test_zoo_cli_trains_both_stages_and_exports_a_discriminator_file(tmp_path):
 
 
 def test_wall_time_counts_iterations_redone_after_a_kill(batch_fn, tmp_path):
-    from desra.zoo import _total_wall
+    from desra.core.events import read_events, total_wall_seconds
 
     killed = TrainConfig(iters=7, save_every=4, log_every=3, device="cpu")
     train(killed, _tiny_generator(), None, batch_fn, tmp_path)
@@ -201,4 +207,4 @@ def test_wall_time_counts_iterations_redone_after_a_kill(batch_fn, tmp_path):
     assert [e["iter"] for e in events if e.get("event") == "start"] == [0, 4]
     # At one iteration per second the wall time is the number of iterations run: 7, then 5..12.
     (tmp_path / "events.jsonl").write_text("".join(json.dumps({**e, "it_per_s": 1.0} if "losses" in e else e) + "\n" for e in events))
-    assert _total_wall(tmp_path) == 7 + 8
+    assert total_wall_seconds(read_events(tmp_path)) == 7 + 8

@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from desra.errors import ConfigError, DatasetError
-from desra.paths import project_root
-from desra.zoo import dead_leaves, load_zoo_config, make_batch_fn
+from desra.core.errors import ConfigError, DatasetError
+from desra.core.paths import project_root
+from desra.train.zoo import dead_leaves, load_zoo_config, make_batch_fn
 
 CONFIGS = sorted(p for p in (project_root() / "configs").glob("*/*.yaml") if p.parent.name != "parent")
 PARENT_CONFIGS = sorted((project_root() / "configs" / "parent").glob("*.yaml"))
@@ -19,8 +19,8 @@ PARENT_CONFIGS = sorted((project_root() / "configs" / "parent").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", PARENT_CONFIGS, ids=lambda p: p.stem)
 def test_shipped_parent_configs_load_and_name_a_registered_pair(path):
-    from desra.parent import load_parent_config
-    from desra.registry import get_model, list_pairs
+    from desra.models.registry import get_model, list_pairs
+    from desra.train.parent import load_parent_config
 
     config = load_parent_config(path)
     assert get_model(config.name).role == "mse" and get_model(config.base).role == "gan"
@@ -93,8 +93,8 @@ def test_dead_leaves_is_seeded_and_covers_range():
 
 
 def test_heldout_psnr_handles_pixel_unshuffle_architectures():
-    from desra.archs import get_arch
-    from desra.zoo import heldout_psnr
+    from desra.models.archs import get_arch
+    from desra.train.zoo import heldout_psnr
 
     params = {"num_in_ch": 3, "num_out_ch": 3, "scale": 2, "num_feat": 4, "num_block": 1, "num_grow_ch": 4}
     psnr = heldout_psnr(get_arch("rrdbnet").build(params), 2, photos=("skimage:data/chelsea.png",), size_multiple=2)
@@ -104,8 +104,8 @@ def test_heldout_psnr_handles_pixel_unshuffle_architectures():
     # of scale x size multiple = 4), worked out here on 8-bit values with the 4 px border cropped.
     import torch
 
-    from desra.degradations import bicubic_lr
-    from desra.zoo import package_file, read_rgb
+    from desra.train.degradations import bicubic_lr
+    from desra.train.zoo import package_file, read_rgb
 
     copy = torch.nn.Sequential(torch.nn.PixelUnshuffle(2), torch.nn.PixelShuffle(2), torch.nn.Upsample(scale_factor=2))
     got = heldout_psnr(copy, 2, photos=("skimage:data/chelsea.png",), size_multiple=2)["chelsea"]
@@ -120,8 +120,8 @@ def test_heldout_psnr_handles_pixel_unshuffle_architectures():
 def test_nearest_upsampling_psnr_flags_a_network_that_copies_its_input():
     import torch
 
-    from desra.archs import get_arch
-    from desra.zoo import COLLAPSED_DB, nearest_upsampling_psnr
+    from desra.models.archs import get_arch
+    from desra.train.zoo import COLLAPSED_DB, nearest_upsampling_psnr
 
     photos = ("skimage:data/chelsea.png",)
     copier = get_arch("srvgg").build({"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 4, "act_type": "prelu"})

@@ -16,7 +16,7 @@ from ui.context import AppContext
 def experiment_dirs(ctx: AppContext) -> list[Path]:
     """Where a trained attribution experiment is looked for, in order: the workspace, then the project's runs/ for the
     default (large) zoo of `desra attribute train`, then the tiny zoo's (`--zoo tiny`)."""
-    from desra.paths import project_root
+    from desra.core.paths import project_root
 
     runs = project_root() / "runs"
     return [ctx.workspace / "attribution" / "experiment", runs / "attribution-large" / "experiment", runs / "attribution" / "experiment"]
@@ -74,7 +74,7 @@ def _report_text(folder: Path | None) -> str:
 
 
 def _plot(folder: Path | None, name: str):
-    from desra.imageio import read_image
+    from desra.core.imageio import read_image
 
     if folder is None or not (folder / name).is_file():
         return None
@@ -88,8 +88,8 @@ def _explain(experiment_dir):
 
 def _attribute(image_path, experiment_dir):
     from desra.attribution.pipeline import attribute_image
-    from desra.errors import ImageError
-    from desra.imageio import read_image
+    from desra.core.errors import ImageError
+    from desra.core.imageio import read_image
 
     if not image_path:
         raise ImageError("no image uploaded; upload the SR image to attribute")

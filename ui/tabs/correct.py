@@ -29,7 +29,7 @@ def build(ctx: AppContext):
     from ui.common import library_gaps, not_available_markdown
     from ui.editor_mask import ADD_COLOR, REMOVE_COLOR
 
-    gaps = library_gaps("desra.curated:create_set", "desra.imageio:read_image", "desra.labelme_io:write_labelme")
+    gaps = library_gaps("desra.repair.curated:create_set", "desra.core.imageio:read_image", "desra.detect.labelme_io:write_labelme")
     if gaps:
         gr.Markdown(not_available_markdown("Correct", gaps))
         return
@@ -87,15 +87,15 @@ def _require(current: dict | None) -> dict:
 
 
 def _detected_mask(current: dict) -> np.ndarray:
-    from desra.imageio import read_mask
+    from desra.core.imageio import read_mask
 
     return read_mask(Path(current["folder"]) / "mask.png")
 
 
 def _start(current: dict, mask: np.ndarray, name: str) -> tuple[dict[str, Any], str]:
     """Save ``mask`` as the base the strokes apply to; -> (editor value with the mask tinted in, base path)."""
-    from desra import visualize
-    from desra.imageio import read_image, write_mask
+    from desra.core.imageio import read_image, write_mask
+    from desra.detect import visualize
     from ui.common import write_picture
 
     folder = Path(current["folder"])
@@ -138,8 +138,8 @@ def _apply_regions(current: dict | None, accepted: list[str]):
 
 
 def _import_labelme(current: dict | None, upload: str | None):
-    from desra.errors import PairMismatchError
-    from desra.labelme_io import read_gt_mask
+    from desra.core.errors import PairMismatchError
+    from desra.detect.labelme_io import read_gt_mask
 
     current = _require(current)
     if not upload:
@@ -155,7 +155,7 @@ def _import_labelme(current: dict | None, upload: str | None):
 
 
 def _mask_from_editor(current: dict, base: str | None, editor: dict | None) -> np.ndarray:
-    from desra.imageio import read_mask
+    from desra.core.imageio import read_mask
     from ui.editor_mask import corrected_mask
 
     mask = read_mask(base) if base else _detected_mask(current)
@@ -164,7 +164,7 @@ def _mask_from_editor(current: dict, base: str | None, editor: dict | None) -> n
 
 
 def _export_labelme(current: dict | None, base: str | None, editor: dict | None) -> str:
-    from desra.labelme_io import write_labelme
+    from desra.detect.labelme_io import write_labelme
 
     current = _require(current)
     mask = _mask_from_editor(current, base, editor)
@@ -176,8 +176,8 @@ def _export_labelme(current: dict | None, base: str | None, editor: dict | None)
 def _save(ctx: AppContext, current: dict | None, base: str | None, editor: dict | None, split: str, saved_items: dict):
     import gradio as gr
 
-    from desra.curated import create_set, open_set
-    from desra.imageio import read_image, write_mask
+    from desra.core.imageio import read_image, write_mask
+    from desra.repair.curated import create_set, open_set
 
     current = _require(current)
     folder = Path(current["folder"])

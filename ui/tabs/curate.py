@@ -20,7 +20,7 @@ def build(ctx: AppContext):
 
     from ui.common import library_gaps, not_available_markdown
 
-    gaps = library_gaps("desra.curated:open_set", "desra.imageio:read_image")
+    gaps = library_gaps("desra.repair.curated:open_set", "desra.core.imageio:read_image")
     if gaps:
         gr.Markdown(not_available_markdown("Curate", gaps))
         return
@@ -68,7 +68,7 @@ def build(ctx: AppContext):
 
 
 def _open(ctx: AppContext):
-    from desra.curated import open_set
+    from desra.repair.curated import open_set
 
     if not (ctx.curated_dir / "manifest.sqlite").exists():
         return None

@@ -33,13 +33,13 @@ def build(ctx: AppContext) -> None:
     from ui.models import UPLOADED, default_segmenter, present_pairs
 
     gaps = library_gaps(
-        "desra.detect:detect_lr", "desra.detect:DetectConfig",
-        "desra.imageio:read_image", "desra.labelme_io:write_labelme", "desra.visualize",
+        "desra.detect.pipeline:detect_lr", "desra.detect.pipeline:DetectConfig",
+        "desra.core.imageio:read_image", "desra.detect.labelme_io:write_labelme", "desra.detect.visualize",
     )
     if gaps:
         gr.Markdown(not_available_markdown("Detect", gaps))
         return
-    from desra.detect import DetectConfig
+    from desra.detect.pipeline import DetectConfig
 
     defaults = DetectConfig()
     pairs = present_pairs()
@@ -121,8 +121,8 @@ def _demo_images() -> list[tuple[str, str]]:
 
 def _demo_files() -> dict[str, Path]:
     """The shipped demo LR photos by file name."""
-    from desra.imageio import list_images
-    from desra.paths import datasets_dir
+    from desra.core.imageio import list_images
+    from desra.core.paths import datasets_dir
 
     folder = datasets_dir() / "demo"
     return {path.name: path for path in list_images(folder)} if folder.is_dir() else {}
@@ -130,7 +130,7 @@ def _demo_files() -> dict[str, Path]:
 
 def _demo_path(name: str) -> Path:
     """The demo photo called ``name`` (a file name from :func:`_demo_images`)."""
-    from desra.errors import ConfigError
+    from desra.core.errors import ConfigError
 
     files = _demo_files()
     if name not in files:
@@ -152,8 +152,8 @@ def _detect(
     scale_area: bool,
     progress: Any = None,
 ):
-    from desra.detect import DetectConfig
-    from desra.errors import ConfigError, DesraError
+    from desra.core.errors import ConfigError, DesraError
+    from desra.detect.pipeline import DetectConfig
     from ui.models import pair_models, segmenter_for
 
     paths = [Path(p) for p in (uploads or [])] or ([_demo_path(Path(demo).name)] if demo else [])
@@ -209,7 +209,7 @@ def _failures_banner(failures: list[tuple[str, Exception]], total: int) -> str:
 
 def _all_failed(failures: list[tuple[str, Exception]]) -> Exception:
     """The error of a run in which every file failed: one line naming each file and its reason."""
-    from desra.errors import DesraError
+    from desra.core.errors import DesraError
 
     kinds = {type(error) for _, error in failures}
     kind = kinds.pop() if len(kinds) == 1 else DesraError
@@ -219,8 +219,8 @@ def _all_failed(failures: list[tuple[str, Exception]]) -> Exception:
 
 def _read(path: Path):
     """The upload's pixels; errors name the uploaded file, not Gradio's cache path."""
-    from desra.errors import ImageError
-    from desra.imageio import read_image
+    from desra.core.errors import ImageError
+    from desra.core.imageio import read_image
 
     try:
         return read_image(path).rgb
@@ -230,12 +230,12 @@ def _read(path: Path):
 
 def _detect_one(path, lr, run_dir, mse_model, gan_model, config, segmenter, segmenter_note, pair, index, count, progress) -> dict:
     """Detect on one LR image ``lr`` (read from ``path``), write every output into ``run_dir``; returns the result record."""
-    from desra import visualize
-    from desra.atomic import atomic_write_text
-    from desra.detect import detect_lr
-    from desra.imageio import write_image, write_mask
-    from desra.labelme_io import write_labelme
-    from desra.semantic import ADE20K_CLASSES
+    from desra.core.atomic import atomic_write_text
+    from desra.core.imageio import write_image, write_mask
+    from desra.detect import visualize
+    from desra.detect.labelme_io import write_labelme
+    from desra.detect.pipeline import detect_lr
+    from desra.detect.semantic import ADE20K_CLASSES
     from ui.common import gradio_progress, write_picture
 
     name = path.stem

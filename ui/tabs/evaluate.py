@@ -1,7 +1,7 @@
 """Dashboard tab "Evaluate": score DeSRA-det and the baselines against your labelled masks (the ``evaluate`` API endpoint).
 
 Each LR image goes through both models once; every chosen method then detects on the same
-MSE-SR/GAN-SR pair and its masks are scored by the library (``desra.metrics.evaluate_folders``:
+MSE-SR/GAN-SR pair and its masks are scored by the library (``desra.detect.metrics.evaluate_folders``:
 mean IoU, region precision and recall with p = 0.5, as in the paper's Table 1). Everything is
 written under ``evaluations/<run>/`` in the workspace.
 """
@@ -37,12 +37,12 @@ def build(ctx: AppContext) -> None:
     from ui.models import UPLOADED, default_segmenter, present_pairs
 
     gaps = library_gaps(
-        "desra.detect:detect_lr", "desra.metrics:evaluate_folders", "desra.imageio:read_image", "desra.visualize"
+        "desra.detect.pipeline:detect_lr", "desra.detect.metrics:evaluate_folders", "desra.core.imageio:read_image", "desra.detect.visualize"
     )
     if gaps:
         gr.Markdown(not_available_markdown("Evaluate", gaps))
         return
-    from desra.detect import METHODS
+    from desra.detect.pipeline import METHODS
 
     pairs = present_pairs()
     gr.Markdown(
@@ -103,10 +103,10 @@ def _ratio(value: float | None) -> str:
 def _evaluate(ctx, uploads, label_files, pair, mse_file, gan_file, methods, segmenter_spec, scale_area, progress=None):
     import gradio as gr
 
-    from desra.detect import DetectConfig, detect_artifacts, detect_lr
-    from desra.errors import ConfigError
-    from desra.imageio import read_image, write_image, write_mask
-    from desra.metrics import evaluate_folders
+    from desra.core.errors import ConfigError
+    from desra.core.imageio import read_image, write_image, write_mask
+    from desra.detect.metrics import evaluate_folders
+    from desra.detect.pipeline import DetectConfig, detect_artifacts, detect_lr
     from ui.common import banner_html, gradio_progress
     from ui.models import pair_models, segmenter_for
 
@@ -164,10 +164,10 @@ def _evaluate(ctx, uploads, label_files, pair, mse_file, gan_file, methods, segm
 
 
 def _per_image(name: str | None, state: dict | None):
-    from desra import visualize
-    from desra.imageio import read_image, read_mask
-    from desra.labelme_io import read_gt_mask
-    from desra.metrics import mask_stem
+    from desra.core.imageio import read_image, read_mask
+    from desra.detect import visualize
+    from desra.detect.labelme_io import read_gt_mask
+    from desra.detect.metrics import mask_stem
     from ui.common import write_picture
 
     if not name or not state:

@@ -1,6 +1,6 @@
 """Dashboard tab "Repair": launch a DeSRA fine-tune as a durable job and watch it (DeSRA Sec. 3.3).
 
-The job runs in the workspace's job runner (``desra.jobs``), not in the web server: closing the
+The job runs in the workspace's job runner (``desra.core.jobs``), not in the web server: closing the
 page or restarting the server loses nothing, and the page polls the job with a ``gr.Timer``.
 Also registers the ``submit_job`` and ``job_status`` API endpoints for scripts.
 """
@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from desra.core.events import latest_progress
 from ui.common import guarded as _guard
 from ui.context import AppContext
 from ui.models import UPLOADED, present_pairs
@@ -27,12 +28,12 @@ def build(ctx: AppContext) -> None:
 
     from ui.common import library_gaps, not_available_markdown
 
-    gaps = library_gaps("desra.jobs:JobStore")
+    gaps = library_gaps("desra.core.jobs:JobStore")
     if gaps:
         gr.Markdown(not_available_markdown("Repair", gaps))
         return
     _register_api(ctx)
-    finetune_gaps = library_gaps("desra.finetune:finetune")
+    finetune_gaps = library_gaps("desra.repair.finetune:finetune")
     gr.Markdown(
         "Fine-tune the GAN model on the curated set: inside each mask the target is the MSE-SR output, "
         "elsewhere the GAN-SR output (DeSRA Eq. 10). The job keeps running if you close this page; "
@@ -117,7 +118,7 @@ def build(ctx: AppContext) -> None:
 
 
 def _store(ctx: AppContext):
-    from desra.jobs import JobStore
+    from desra.core.jobs import JobStore
 
     return JobStore(ctx.workspace)
 
@@ -134,7 +135,7 @@ def _launch(
 
     import gradio as gr
 
-    from desra.errors import ConfigError
+    from desra.core.errors import ConfigError
 
     params: dict[str, Any] = {
         "set": set_dir, "iters": int(iters), "save_every": int(save_every),
@@ -159,8 +160,8 @@ def _launch(
 
 def _submit(ctx: AppContext, kind: str, params: dict[str, Any], device: str) -> dict[str, Any]:
     """Queue a job whose every path stays inside the workspace (reads may also use the shipped weights, data and configs)."""
-    from desra.job_settings import Confinement
-    from desra.paths import configs_dir, datasets_dir, weights_dir
+    from desra.core.job_settings import Confinement
+    from desra.core.paths import configs_dir, datasets_dir, weights_dir
 
     workspace = ctx.workspace.resolve()
     confine = Confinement(
@@ -193,8 +194,7 @@ def job_progress(ctx: AppContext, job_id: str) -> dict[str, Any]:
     job = store.status(job_id)
     events = store.events(job_id)
     answer = job.to_json()
-    # events.jsonl also holds checkpoint/preview/warning events: report the latest iteration event
-    answer["progress"] = next((event for event in reversed(events) if "iters" in event), None)
+    answer["progress"] = latest_progress(events)
     answer["log_tail"] = store.log(job_id, tail_bytes=4000)
     return answer
 
@@ -256,7 +256,7 @@ def _model_files(out: Path) -> list[str]:
 
 
 def _val_items(job: dict[str, Any]) -> list[str]:
-    from desra.curated import open_set
+    from desra.repair.curated import open_set
 
     return [item.id for item in open_set(job["params"]["set"]).items("val")]
 
@@ -297,7 +297,7 @@ def _finished_run(ctx: AppContext, job_id: str | None) -> dict[str, Any]:
 def _evaluate(ctx: AppContext, job_id: str | None, progress: Any):
     import gradio as gr
 
-    from desra.evaluate_run import evaluate_run
+    from desra.repair.evaluate_run import evaluate_run
     from ui.common import gradio_progress
 
     job = _finished_run(ctx, job_id)
@@ -308,10 +308,10 @@ def _evaluate(ctx: AppContext, job_id: str | None, progress: Any):
 
 def _before_after(ctx: AppContext, job_id: str | None, item_id: str | None):
     """(GAN-SR before, GAN-SR after repair) of one val item; the repaired output is computed once and kept."""
-    from desra.checkpoint import load_model
-    from desra.curated import open_set
-    from desra.imageio import read_image, write_image
-    from desra.inference import upscale
+    from desra.core.imageio import read_image, write_image
+    from desra.models.checkpoint import load_model
+    from desra.models.inference import upscale
+    from desra.repair.curated import open_set
 
     if not item_id:
         return None

@@ -85,7 +85,7 @@ def _names(ctx: AppContext) -> list[str]:
 
 
 def _file_path(upload, what: str) -> str:
-    from desra.errors import CheckpointError
+    from desra.core.errors import CheckpointError
 
     if not upload:
         raise CheckpointError(f"no {what} checkpoint uploaded; upload a .pth, .pt or .safetensors file")
@@ -96,9 +96,9 @@ def _verify(ctx: AppContext, suspect_file, source_name, sigma, p_level, progress
     import gradio as gr
     import pandas as pd
 
-    from desra.checkpoint import load_model
-    from desra.errors import FingerprintError
+    from desra.core.errors import FingerprintError
     from desra.fingerprint.pipeline import lineage_report, verify_model
+    from desra.models.checkpoint import load_model
     from ui.common import banner_html, gradio_progress
 
     if not source_name:
@@ -129,7 +129,7 @@ def _verify(ctx: AppContext, suspect_file, source_name, sigma, p_level, progress
 
 def _lineage_markdown(report) -> str:
     """The lineage panel: what the metadata claims, how it compares with the verdict, and that it can be forged."""
-    from desra.lineage import FORGERY_NOTE, describe_lineage
+    from desra.fingerprint.lineage import FORGERY_NOTE, describe_lineage
 
     claim = describe_lineage(report.lineage) if report.lineage else "none recorded"
     flag = {"contradicted": "**Warning: the metadata contradicts the fingerprint.** ", "weights-differ": "**Warning: the metadata was written for other weights.** "}
@@ -143,11 +143,11 @@ def _lineage_markdown(report) -> str:
 def _register(ctx: AppContext, source_file, name, iterations, size, progress):
     import gradio as gr
 
-    from desra.checkpoint import load_model
-    from desra.errors import ConfigError
+    from desra.core.errors import ConfigError
     from desra.fingerprint.critical import CriticalConfig
     from desra.fingerprint.pipeline import fingerprint_model
     from desra.fingerprint.verify import register_fingerprint
+    from desra.models.checkpoint import load_model
     from ui.common import gradio_progress
 
     name = (name or "").strip()

@@ -1,0 +1,1 @@
+"""The model runtime: architectures, checkpoints, the registry, downloads, ncnn import, inference."""
