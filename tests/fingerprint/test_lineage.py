@@ -170,7 +170,7 @@ def test_zoo_training_records_lineage_from_init_then_from_the_mse_stage(tmp_path
 def test_finetune_export_records_its_start_model_and_recipe(tmp_path, photo):
     from desra.models.checkpoint import load_model, save_model
     from desra.repair.finetune import FinetuneConfig, finetune
-    from tests.finetune.conftest import _tiny_generator, build_set
+    from tests.repair.conftest import _tiny_generator, build_set
 
     module, descriptor = _tiny_generator(1)
     start = save_model(tmp_path / "tiny-gan.safetensors", module, descriptor)

@@ -4,10 +4,10 @@ reference was written, so a change in loading (key layout, architecture detectio
 conversion) or in inference shows up as a number, not as "the output changed shape".
 
 A reference is the 16x16 centre of the x4 output of a 24x24 LR crop (3 KB as float32), stored in
-``tests/foundation/data/reference-<model>.npz`` with the weights file it was made from. A model
+``tests/models/data/reference-<model>.npz`` with the weights file it was made from. A model
 whose weights are not on this machine is skipped with the command that fetches it; one loaded from
 a different file than the reference's (e.g. the official .pth instead of the ncnn conversion) is
-skipped saying so. ``DESRA_WRITE_REFERENCES=1 pytest tests/foundation/test_reference_outputs.py``
+skipped saying so. ``DESRA_WRITE_REFERENCES=1 pytest tests/models/test_reference_outputs.py``
 rewrites them.
 """
 

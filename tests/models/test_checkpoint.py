@@ -178,7 +178,7 @@ def test_unrecognised_and_broken_files(tmp_path):
 
 
 def test_registered_but_absent_model_says_how_to_get_it(cache_home):
-    # RealESRNet_x4plus has no ncnn copy to convert (RealESRGAN_x4plus does: tests/foundation/test_ncnn_import.py).
+    # RealESRNet_x4plus has no ncnn copy to convert (RealESRGAN_x4plus does: tests/models/test_ncnn_import.py).
     with pytest.raises(CheckpointError, match="desra models pull RealESRNet_x4plus"):
         load_model("RealESRNet_x4plus")
 
