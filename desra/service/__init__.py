@@ -1,0 +1,1 @@
+"""The service layer: one function per user action, shared by the CLI, the dashboard and the job runner."""
