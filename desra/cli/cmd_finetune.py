@@ -11,7 +11,7 @@ def _run(args) -> int:
     from tqdm import tqdm
 
     from desra.repair.finetune import FinetuneConfig, finetune
-    from desra.train.loop import launch_rank
+    from desra.train.distributed import launch_rank
 
     config = FinetuneConfig(
         set_dir=str(args.set), out=str(args.out), pair=args.pair, model=args.model, disc=args.disc,

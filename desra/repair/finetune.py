@@ -276,7 +276,7 @@ def finetune(
     Under torchrun every process calls this; rank 0 alone writes the run folder (events, run.json,
     checkpoints, previews, exports) and every rank returns the same result once the exports exist.
     """
-    from desra.train.loop import distributed
+    from desra.train.distributed import distributed
 
     if bool(config.pair) == bool(config.model):
         raise ConfigError("give exactly one of --pair NAME or --model GAN_CKPT")
@@ -285,7 +285,7 @@ def finetune(
 
 
 def _finetune(config: FinetuneConfig, info, *, resume: bool, on_event) -> FinetuneResult:
-    """:func:`finetune` in one process of ``info`` (a :class:`desra.train.loop.Distributed`)."""
+    """:func:`finetune` in one process of ``info`` (a :class:`desra.train.distributed.Distributed`)."""
     from desra.core.atomic import atomic_write_text
     from desra.models.checkpoint import load_model, load_pair, save_basicsr, save_model
     from desra.repair.curated import open_set

@@ -11,24 +11,28 @@ of the iteration (and the caller's seed), so a run resumed from a checkpoint see
 batches an uninterrupted run would have. Checkpoints ``out_dir/ckpt/iter_XXXXXX.pt`` hold plain
 tensors and dicts only (``torch.load(weights_only=True)`` reads them) and are written atomically.
 
-Multi-process (``torchrun``, DDP): when ``WORLD_SIZE`` > 1, :func:`distributed` joins the process
-group (nccl on CUDA, gloo on CPU) and gives each process the GPU of its ``LOCAL_RANK``; :func:`train`
-then wraps generator and discriminator in ``DistributedDataParallel`` and asks
+Multi-process (``torchrun``, DDP): :func:`desra.train.distributed.distributed` joins the process
+group; :func:`train` then wraps generator and discriminator in ``DistributedDataParallel`` and asks
 ``batch_fn(iteration, rank)`` for that process's own batch, so the batch size is per process
 (basicsr's ``batch_size_per_gpu``). Only rank 0 writes checkpoints, events and previews; every rank
-resumes from the same checkpoint. One process never touches ``torch.distributed``.
+resumes from the same checkpoint.
+
+One call of :func:`train` is a sequence of named steps over one private state object (``_Run``):
+``_setup`` (networks on the device, EMA, optimisers), ``_resume``, ``_wrap_for_ranks``, then per
+iteration ``_generator_step``, ``_ema_step``, ``_discriminator_step``, the progress event and
+``_save_checkpoint``; events go through :mod:`desra.core.events`. The module is over 400 lines
+because those steps share that state and the checkpoint format they write and read back; the
+process group lives apart in :mod:`desra.train.distributed`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import math
-import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,12 @@ from typing import Any
 from desra.core.atomic import atomic_path
 from desra.core.errors import CheckpointError, ConfigError
 from desra.core.events import append_event
-from desra.core.process import die_with_parent
+from desra.train.distributed import (
+    Distributed,
+    distributed,
+    mean_over_ranks,
+    rank_batches,
+)
 from desra.train.losses import GAN_KINDS
 
 _CKPT_NAME = re.compile(r"^iter_(\d{6,})\.pt$")
@@ -134,135 +143,6 @@ class TrainResult:
     """The EMA generator (eval mode); equals ``generator`` when EMA is off."""
 
 
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a GPU is present else 'cpu'; other names are checked and returned."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} was asked for but no CUDA GPU is available; use device 'auto' or 'cpu'")
-    return device
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, str(default))
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"environment variable {name}={raw!r} is not an integer; torchrun sets it, so launch with torchrun or unset it") from None
-
-
-def launch_rank() -> int:
-    """Global rank torchrun gave this process (``RANK``), 0 without torchrun."""
-    return _env_int("RANK", 0) if _env_int("WORLD_SIZE", 1) > 1 else 0
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """This process's place in a ``torchrun`` launch; a plain process is rank 0 of 1."""
-
-    rank: int
-    """Global rank; rank 0 writes every file."""
-    world: int
-    """Number of processes (1 without torchrun)."""
-    local_rank: int
-    """Rank on this machine; picks the GPU."""
-    device: str
-    """Device of this process ('cpu', 'cuda:LOCAL_RANK', ...)."""
-
-    @property
-    def is_main(self) -> bool:
-        """True on the process that writes checkpoints, events, previews and exports."""
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        """Wait until every process gets here (nothing to wait for with one process)."""
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier(device_ids=[self.local_rank] if self.device.startswith("cuda") else None)
-
-
-def _rank_device(device: str, local_rank: int) -> str:
-    """The device of torchrun process ``local_rank``: CPU stays CPU, a GPU request becomes ``cuda:LOCAL_RANK``."""
-    import torch
-
-    resolved = resolve_device(device)
-    if not resolved.startswith("cuda"):
-        return resolved
-    if resolved != "cuda":
-        raise ConfigError(
-            f"device {device!r} names one GPU, but under torchrun each process takes the GPU of its LOCAL_RANK; "
-            "pass --device cuda (or auto) and choose GPUs with CUDA_VISIBLE_DEVICES"
-        )
-    count = torch.cuda.device_count()
-    if local_rank >= count:
-        raise ConfigError(
-            f"torchrun started a process with LOCAL_RANK={local_rank} but only {count} GPU(s) are visible; "
-            f"use --nproc_per_node {count} or fewer"
-        )
-    return f"cuda:{local_rank}"
-
-
-@contextlib.contextmanager
-def distributed(device: str = "auto") -> Iterator[Distributed]:
-    """Join torchrun's process group when ``WORLD_SIZE`` > 1 (nccl on CUDA, gloo on CPU), leave it on exit or error.
-
-    Yields this process's :class:`Distributed`. Nested use (``desra.repair.finetune`` around :func:`train`)
-    reuses the group the outer one joined; one process starts nothing.
-    """
-    world = _env_int("WORLD_SIZE", 1)
-    if world <= 1:
-        yield Distributed(0, 1, 0, resolve_device(device))
-        return
-    import torch
-    import torch.distributed as dist
-
-    local_rank = _env_int("LOCAL_RANK", 0)
-    info = Distributed(launch_rank(), world, local_rank, _rank_device(device, local_rank))
-    if dist.is_initialized():
-        yield info
-        return
-    die_with_parent()  # torchrun starts workers in sessions of their own; a kill -9 of it must take them along
-    on_gpu = info.device.startswith("cuda")
-    if on_gpu:
-        torch.cuda.set_device(info.device)
-    dist.init_process_group("nccl" if on_gpu else "gloo")
-    try:
-        yield info
-    finally:
-        dist.destroy_process_group()
-
-
-def _rank_batches(batch_fn: Callable[..., tuple[Any, Any]], info: Distributed) -> Callable[[int], tuple[Any, Any]]:
-    """``iteration -> (lr, hr)`` of this process: ``batch_fn`` itself for one process, ``batch_fn(i, rank)`` under torchrun."""
-    if info.world == 1:
-        return batch_fn
-    try:
-        inspect.signature(batch_fn).bind(1, 0)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"this run was launched as {info.world} torchrun processes, but its batch_fn takes only the iteration, "
-            "so every process would train on the same data; run it as one process (without torchrun), or give "
-            "batch_fn a rank argument"
-        ) from None
-    return lambda iteration: batch_fn(iteration, info.rank)
-
-
-def _mean_over_ranks(values: dict[str, float], info: Distributed) -> dict[str, float]:
-    """Average logged numbers over all processes (each saw its own batch); unchanged for one process."""
-    if info.world == 1 or not values:
-        return values
-    import torch
-    import torch.distributed as dist
-
-    keys = list(values)
-    total = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=info.device)
-    dist.all_reduce(total)
-    return dict(zip(keys, (total / info.world).tolist(), strict=True))
-
-
 def checkpoint_path(out_dir: str | Path, iteration: int) -> Path:
     """``out_dir/ckpt/iter_XXXXXX.pt`` for ``iteration``."""
     return Path(out_dir) / "ckpt" / f"iter_{iteration:06d}.pt"
@@ -297,7 +177,7 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, An
 
     try:
         return torch.load(Path(path), map_location=map_location, weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means the same to the user
+    except Exception as error:  # any unpickling failure means the same to the user
         raise CheckpointError(f"cannot read training checkpoint {path}: {error}; delete it to resume from the previous one") from error
 
 
@@ -349,217 +229,337 @@ def train(
     by accident.
     """
     with distributed(config.device) as info:
-        return _train(config, generator, discriminator, _rank_batches(batch_fn, info), Path(out_dir), info,
-                      resume=resume, on_event=on_event, preview_fn=preview_fn)
+        run = _setup(config, generator, discriminator, Path(out_dir), info, on_event, preview_fn)
+        start = _resume(run, resume)
+        _wrap_for_ranks(run)
+        return _loop(run, rank_batches(batch_fn, info), start)
 
 
-def _train(config: TrainConfig, generator, discriminator, batch_fn: Callable[[int], tuple[Any, Any]], out_dir: Path,
-           info: Distributed, *, resume: bool, on_event, preview_fn) -> TrainResult:
-    """:func:`train` in one process of ``info`` (``batch_fn`` already gives this rank's batches)."""
+@dataclass
+class _Run:
+    """What the steps of one :func:`train` call share: the networks, their optimisers and where events go."""
+
+    config: TrainConfig
+    """The run's settings."""
+    info: Distributed
+    """This process's place in the launch."""
+    out_dir: Path
+    """The run folder (ckpt/, events.jsonl)."""
+    generator: Any
+    """The generator (plain module: state dicts, EMA and hooks use it)."""
+    discriminator: Any
+    """The discriminator, or None when no GAN or perceptual term needs one."""
+    ema: Any
+    """The EMA copy of the generator (the generator itself when EMA is off)."""
+    opt_g: Any
+    """Adam of the generator."""
+    opt_d: Any
+    """Adam of the discriminator (None without one)."""
+    scaler_g: Any
+    """Gradient scaler of the generator's loss (a no-op without AMP)."""
+    scaler_d: Any
+    """Gradient scaler of the discriminator's loss."""
+    use_amp: bool
+    """Mixed precision (CUDA only)."""
+    on_event: Callable[[dict[str, Any]], None] | None
+    """Called with every event written (rank 0)."""
+    preview_fn: Callable[[int, Any], dict[str, Any] | None] | None
+    """Called with the EMA generator at each checkpoint (rank 0)."""
+    g_run: Any = None
+    """What the generator's forward passes go through: the module, or its DDP wrapper under torchrun."""
+    d_run: Any = None
+    """The same for the discriminator."""
+
+    @property
+    def device(self) -> str:
+        """The device this process trains on."""
+        return self.info.device
+
+    @property
+    def uses_d(self) -> bool:
+        """True when the discriminator is trained (a GAN or perceptual weight is set)."""
+        return self.discriminator is not None
+
+
+def _setup(config: TrainConfig, generator, discriminator, out_dir: Path, info: Distributed, on_event, preview_fn) -> _Run:
+    """Check the networks against the config, move them to the device, build EMA, optimisers and gradient scalers."""
     import torch
 
-    device = info.device
-    uses_d = discriminator is not None and (config.gan_weight > 0 or config.percep_weight > 0)
-    if (config.gan_weight > 0 or config.percep_weight > 0) and discriminator is None:
+    wants_d = config.gan_weight > 0 or config.percep_weight > 0
+    if wants_d and discriminator is None:
         raise ConfigError(
             f"gan_weight={config.gan_weight} / percep_weight={config.percep_weight} need a discriminator, but none was given; "
             "pass one or set both weights to 0"
         )
-    if not uses_d and config.d_warmup:
+    if not wants_d:
+        discriminator = None  # given but without a loss that uses it: left untouched
+    if discriminator is None and config.d_warmup:
         raise ConfigError("d_warmup needs a discriminator and a GAN or perceptual weight")
 
+    device = info.device
     torch.manual_seed(config.seed)
     generator = generator.to(device).train()
-    ema_model = copy.deepcopy(generator).eval() if config.ema > 0 else generator
+    ema = copy.deepcopy(generator).eval() if config.ema > 0 else generator
     if config.ema > 0:
-        _set_requires_grad(ema_model, False)
+        _set_requires_grad(ema, False)
     opt_g = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=config.lr_g, betas=config.betas)
     opt_d = None
-    if uses_d:
+    if discriminator is not None:
         discriminator = discriminator.to(device).train()
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d, betas=config.betas)
     use_amp = config.amp and device.startswith("cuda")
-    scaler_g = torch.amp.GradScaler("cuda", enabled=use_amp)
-    scaler_d = torch.amp.GradScaler("cuda", enabled=use_amp)
+    return _Run(
+        config, info, out_dir, generator, discriminator, ema, opt_g, opt_d,
+        torch.amp.GradScaler("cuda", enabled=use_amp), torch.amp.GradScaler("cuda", enabled=use_amp),
+        use_amp, on_event, preview_fn,
+    )
 
+
+def _resume(run: _Run, resume: bool) -> int:
+    """Restore the newest checkpoint when resuming (refuse an existing run otherwise) -> the iteration to continue from."""
+    config, existing = run.config, latest_checkpoint(run.out_dir)
     start = 0
-    existing = latest_checkpoint(out_dir)
     if resume and existing is not None:
-        state = load_checkpoint(existing, map_location=device)
-        generator.load_state_dict(state["generator"])
+        state = load_checkpoint(existing, map_location=run.device)
+        run.generator.load_state_dict(state["generator"])
         if config.ema > 0:
-            ema_model.load_state_dict(state["ema"])
-        opt_g.load_state_dict(state["opt_g"])
-        if uses_d:
+            run.ema.load_state_dict(state["ema"])
+        run.opt_g.load_state_dict(state["opt_g"])
+        if run.uses_d:
             if state.get("discriminator") is None:
                 raise CheckpointError(f"{existing} holds no discriminator but this run trains one; resume with the same config")
-            discriminator.load_state_dict(state["discriminator"])
-            opt_d.load_state_dict(state["opt_d"])
-        if use_amp and state.get("scaler_g"):
-            scaler_g.load_state_dict(state["scaler_g"])
-            scaler_d.load_state_dict(state["scaler_d"])
+            run.discriminator.load_state_dict(state["discriminator"])
+            run.opt_d.load_state_dict(state["opt_d"])
+        if run.use_amp and state.get("scaler_g"):
+            run.scaler_g.load_state_dict(state["scaler_g"])
+            run.scaler_d.load_state_dict(state["scaler_d"])
         start = int(state["iteration"])
     elif existing is not None:
         raise ConfigError(
-            f"{out_dir} already holds checkpoints (newest {existing.name}); pass --resume to continue that run "
+            f"{run.out_dir} already holds checkpoints (newest {existing.name}); pass --resume to continue that run "
             "or choose an empty output folder"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    return start
 
-    # Forward passes whose gradients must be averaged over ranks go through these (the modules
-    # themselves for one process); state dicts, EMA and the feature hooks use the plain modules.
-    g_run, d_run = generator, discriminator
-    if info.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
 
-        ids = [info.local_rank] if device.startswith("cuda") else None
-        g_run = DistributedDataParallel(generator, device_ids=ids)
-        if uses_d:
-            # Spectral norm's power-iteration buffers depend only on the weights (equal on every rank
-            # after each gradient all-reduce) and on the number of forwards (equal too), so they stay
-            # equal without a broadcast before each of D's forwards; DDP copies rank 0's once here.
-            d_run = DistributedDataParallel(discriminator, device_ids=ids, forward_sync_buffers=False)
+def _wrap_for_ranks(run: _Run) -> None:
+    """Route the forward passes whose gradients must be averaged over ranks through DDP (the modules themselves for one process)."""
+    run.g_run, run.d_run = run.generator, run.discriminator
+    if run.info.world == 1:
+        return
+    from torch.nn.parallel import DistributedDataParallel
 
-    def emit(event: dict[str, Any]) -> None:
-        if not info.is_main:
-            return
-        append_event(out_dir, event)
-        if on_event is not None:
-            on_event(event)
+    ids = [run.info.local_rank] if run.device.startswith("cuda") else None
+    run.g_run = DistributedDataParallel(run.generator, device_ids=ids)
+    if run.uses_d:
+        # Spectral norm's power-iteration buffers depend only on the weights (equal on every rank
+        # after each gradient all-reduce) and on the number of forwards (equal too), so they stay
+        # equal without a broadcast before each of D's forwards; DDP copies rank 0's once here.
+        run.d_run = DistributedDataParallel(run.discriminator, device_ids=ids, forward_sync_buffers=False)
 
-    def save(iteration: int) -> Path:
-        path = checkpoint_path(out_dir, iteration)
-        if info.is_main:
-            write(iteration, path)
-        info.barrier()  # no rank runs on (or returns) before rank 0's checkpoint is complete
-        return path
 
-    def write(iteration: int, path: Path) -> None:
-        state = {
-            "iteration": iteration,
-            "generator": generator.state_dict(),
-            "ema": ema_model.state_dict() if config.ema > 0 else None,
-            "discriminator": discriminator.state_dict() if uses_d else None,
-            "opt_g": opt_g.state_dict(),
-            "opt_d": opt_d.state_dict() if opt_d is not None else None,
-            "scaler_g": scaler_g.state_dict() if use_amp else None,
-            "scaler_d": scaler_d.state_dict() if use_amp else None,
-            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
-        }
-        with atomic_path(path) as temp:
-            torch.save(state, temp)
-        for _, old in list_checkpoints(out_dir)[: -config.keep_checkpoints]:
-            old.unlink(missing_ok=True)
-        emit({"event": "checkpoint", "iter": iteration, "path": str(path), "time": time.time()})
-        if preview_fn is not None:
-            ema_model.eval()
-            with torch.no_grad():
-                metrics = preview_fn(iteration, ema_model)
-            if metrics:
-                emit({"event": "preview", "iter": iteration, "metrics": metrics, "time": time.time()})
+def _emit(run: _Run, event: dict[str, Any]) -> None:
+    """Append ``event`` to the run's events file and hand it to ``on_event`` (rank 0 only)."""
+    if not run.info.is_main:
+        return
+    append_event(run.out_dir, event)
+    if run.on_event is not None:
+        run.on_event(event)
+
+
+def _autocast(run: _Run):
+    """Mixed precision around a forward pass when the run uses AMP, else nothing."""
+    import torch
+
+    return torch.autocast("cuda") if run.use_amp else contextlib.nullcontext()
+
+
+def _generator_step(run: _Run, lr, hr, iteration: int, logged: dict[str, float]):
+    """One generator update (only a forward pass while the discriminator warms up) -> the SR batch."""
+    import torch
 
     from desra.train import losses as L
 
+    config, discriminator = run.config, run.discriminator
+    if run.uses_d:
+        _set_requires_grad(discriminator, False)
+    if iteration <= config.d_warmup:
+        with torch.no_grad(), _autocast(run):
+            return run.g_run(lr)
+    with _autocast(run):
+        sr = run.g_run(lr)
+        loss_g = sr.new_zeros((), dtype=torch.float32)
+        if config.l1_weight > 0:
+            rec = L.l1(sr.float(), hr)
+            loss_g = loss_g + config.l1_weight * rec
+            logged["l1"] = rec.item()
+        if run.uses_d:
+            fake_logits, fake_feats = L.run_with_features(discriminator, sr)
+            with torch.no_grad():
+                real_logits, real_feats = L.run_with_features(discriminator, hr)
+            if config.percep_weight > 0:
+                fm = L.feature_matching([f.float() for f in fake_feats], [f.float() for f in real_feats])
+                loss_g = loss_g + config.percep_weight * fm
+                logged["percep"] = fm.item()
+            if config.gan_weight > 0:
+                adv = L.gan_generator_loss(fake_logits.float(), real_logits.float(), config.gan_kind)
+                loss_g = loss_g + config.gan_weight * adv
+                logged["gan_g"] = adv.item()
+    if not torch.isfinite(loss_g):
+        raise ConfigError(
+            f"generator loss became {loss_g.item()} at iteration {iteration}; lower the learning rates or "
+            "the GAN weight, or resume from the previous checkpoint"
+        )
+    run.opt_g.zero_grad(set_to_none=True)
+    run.scaler_g.scale(loss_g).backward()
+    run.scaler_g.step(run.opt_g)
+    run.scaler_g.update()
+    return sr
+
+
+def _ema_step(run: _Run, iteration: int) -> None:
+    """Move the EMA generator toward the generator just updated (nothing while D warms up or with EMA off)."""
+    config = run.config
+    if config.ema > 0 and iteration > config.d_warmup:
+        _ema_update(run.ema, run.generator, ema_decay(config.ema, iteration - config.d_warmup))
+
+
+def _discriminator_step(run: _Run, hr, sr, logged: dict[str, float]) -> None:
+    """One discriminator update on the real batch and the (detached) SR batch."""
+    import torch
+
+    from desra.train import losses as L
+
+    _set_requires_grad(run.discriminator, True)
+    with _autocast(run):
+        real_logits = run.d_run(hr)
+        fake_logits = run.d_run(sr.detach())
+        loss_d = L.gan_discriminator_loss(real_logits.float(), fake_logits.float(), run.config.gan_kind)
+    run.opt_d.zero_grad(set_to_none=True)
+    run.scaler_d.scale(loss_d).backward()
+    run.scaler_d.step(run.opt_d)
+    run.scaler_d.update()
+    logged["d"] = loss_d.item()
+    logged["d_real"] = torch.sigmoid(real_logits.float()).mean().item()
+    logged["d_fake"] = torch.sigmoid(fake_logits.float()).mean().item()
+
+
+def _save_checkpoint(run: _Run, iteration: int) -> Path:
+    """Write the checkpoint of ``iteration`` on rank 0 (then prune old ones, log it, preview); every rank waits for it."""
+    path = checkpoint_path(run.out_dir, iteration)
+    if run.info.is_main:
+        _write_checkpoint(run, iteration, path)
+        for _, old in list_checkpoints(run.out_dir)[: -run.config.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+        _emit(run, {"event": "checkpoint", "iter": iteration, "path": str(path), "time": time.time()})
+        _preview(run, iteration)
+    run.info.barrier()  # no rank runs on (or returns) before rank 0's checkpoint is complete
+    return path
+
+
+def _write_checkpoint(run: _Run, iteration: int, path: Path) -> None:
+    """The checkpoint file: plain tensors and dicts only (``torch.load(weights_only=True)`` reads it), written atomically."""
+    import torch
+
+    config = run.config
+    state = {
+        "iteration": iteration,
+        "generator": run.generator.state_dict(),
+        "ema": run.ema.state_dict() if config.ema > 0 else None,
+        "discriminator": run.discriminator.state_dict() if run.uses_d else None,
+        "opt_g": run.opt_g.state_dict(),
+        "opt_d": run.opt_d.state_dict() if run.opt_d is not None else None,
+        "scaler_g": run.scaler_g.state_dict() if run.use_amp else None,
+        "scaler_d": run.scaler_d.state_dict() if run.use_amp else None,
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
+    }
+    with atomic_path(path) as temp:
+        torch.save(state, temp)
+
+
+def _preview(run: _Run, iteration: int) -> None:
+    """Call ``preview_fn`` with the EMA generator in eval mode and log the numbers it returns."""
+    if run.preview_fn is None:
+        return
+    import torch
+
+    run.ema.eval()
+    with torch.no_grad():
+        metrics = run.preview_fn(iteration, run.ema)
+    if metrics:
+        _emit(run, {"event": "preview", "iter": iteration, "metrics": metrics, "time": time.time()})
+
+
+@dataclass
+class _LossWindow:
+    """Losses logged since the last progress event, and when that window started."""
+
+    started: float
+    """time.time() at the window's start."""
+    iteration: int
+    """The iteration the window started after."""
+    values: dict[str, list[float]] = field(default_factory=dict)
+    """Each loss term's values, one per iteration."""
+
+    def add(self, logged: dict[str, float]) -> None:
+        """Record one iteration's losses."""
+        for key, value in logged.items():
+            self.values.setdefault(key, []).append(value)
+
+
+def _progress_event(run: _Run, window: _LossWindow, iteration: int, now: float) -> dict[str, Any]:
+    """The events.jsonl progress line of ``iteration``: mean losses of the window (over every rank), speed and ETA."""
+    iters = run.config.iters
+    it_per_s = (iteration - window.iteration) / max(now - window.started, 1e-9)
+    return {
+        "iter": iteration,
+        "iters": iters,
+        "losses": mean_over_ranks({k: sum(v) / len(v) for k, v in window.values.items()}, run.info),
+        "it_per_s": it_per_s,
+        "eta_s": (iters - iteration) / it_per_s if it_per_s > 0 else math.inf,
+        "time": now,
+    }
+
+
+def _loop(run: _Run, batch_fn: Callable[[int], tuple[Any, Any]], start: int) -> TrainResult:
+    """Iterations ``start + 1 .. config.iters``: generator step, EMA, discriminator step, events, checkpoints."""
+    config, device = run.config, run.device
     started = time.time()
     # Marks where this call starts, so readers of the events can tell iterations redone after a kill.
-    emit({"event": "start", "iter": start, "time": time.time()})
-    window: dict[str, list[float]] = {}
-    window_start, window_iter = time.time(), start
+    _emit(run, {"event": "start", "iter": start, "time": time.time()})
+    window = _LossWindow(time.time(), start)
     last_losses: dict[str, float] = {}
-    last_path = latest_checkpoint(out_dir) if start else None
-
-    def amp():
-        return torch.autocast("cuda") if use_amp else contextlib.nullcontext()
-
+    last_path = latest_checkpoint(run.out_dir) if start else None
     for iteration in range(start + 1, config.iters + 1):
         lr, hr = batch_fn(iteration)
         lr, hr = lr.to(device, non_blocking=True), hr.to(device, non_blocking=True)
-        warmup = iteration <= config.d_warmup
         logged: dict[str, float] = {}
-
-        # Generator step (skipped while only the discriminator warms up).
-        if uses_d:
-            _set_requires_grad(discriminator, False)
-        if warmup:
-            with torch.no_grad(), amp():
-                sr = g_run(lr)
-        else:
-            with amp():
-                sr = g_run(lr)
-                loss_g = sr.new_zeros((), dtype=torch.float32)
-                if config.l1_weight > 0:
-                    rec = L.l1(sr.float(), hr)
-                    loss_g = loss_g + config.l1_weight * rec
-                    logged["l1"] = rec.item()
-                if uses_d:
-                    fake_logits, fake_feats = L.run_with_features(discriminator, sr)
-                    with torch.no_grad():
-                        real_logits, real_feats = L.run_with_features(discriminator, hr)
-                    if config.percep_weight > 0:
-                        fm = L.feature_matching([f.float() for f in fake_feats], [f.float() for f in real_feats])
-                        loss_g = loss_g + config.percep_weight * fm
-                        logged["percep"] = fm.item()
-                    if config.gan_weight > 0:
-                        adv = L.gan_generator_loss(fake_logits.float(), real_logits.float(), config.gan_kind)
-                        loss_g = loss_g + config.gan_weight * adv
-                        logged["gan_g"] = adv.item()
-            if not torch.isfinite(loss_g):
-                raise ConfigError(
-                    f"generator loss became {loss_g.item()} at iteration {iteration}; lower the learning rates or "
-                    "the GAN weight, or resume from the previous checkpoint"
-                )
-            opt_g.zero_grad(set_to_none=True)
-            scaler_g.scale(loss_g).backward()
-            scaler_g.step(opt_g)
-            scaler_g.update()
-            if config.ema > 0:
-                _ema_update(ema_model, generator, ema_decay(config.ema, iteration - config.d_warmup))
-
-        # Discriminator step.
-        if uses_d:
-            _set_requires_grad(discriminator, True)
-            with amp():
-                real_logits = d_run(hr)
-                fake_logits = d_run(sr.detach())
-                loss_d = L.gan_discriminator_loss(real_logits.float(), fake_logits.float(), config.gan_kind)
-            opt_d.zero_grad(set_to_none=True)
-            scaler_d.scale(loss_d).backward()
-            scaler_d.step(opt_d)
-            scaler_d.update()
-            logged["d"] = loss_d.item()
-            logged["d_real"] = torch.sigmoid(real_logits.float()).mean().item()
-            logged["d_fake"] = torch.sigmoid(fake_logits.float()).mean().item()
-
-        for key, value in logged.items():
-            window.setdefault(key, []).append(value)
+        sr = _generator_step(run, lr, hr, iteration, logged)
+        _ema_step(run, iteration)
+        if run.uses_d:
+            _discriminator_step(run, hr, sr, logged)
+        window.add(logged)
         if iteration % config.log_every == 0 or iteration == config.iters:
             now = time.time()
-            it_per_s = (iteration - window_iter) / max(now - window_start, 1e-9)
-            last_losses = _mean_over_ranks({k: sum(v) / len(v) for k, v in window.items()}, info)
-            emit({
-                "iter": iteration,
-                "iters": config.iters,
-                "losses": last_losses,
-                "it_per_s": it_per_s,
-                "eta_s": (config.iters - iteration) / it_per_s if it_per_s > 0 else math.inf,
-                "time": now,
-            })
-            window, window_start, window_iter = {}, now, iteration
+            event = _progress_event(run, window, iteration, now)
+            last_losses = event["losses"]
+            _emit(run, event)
+            window = _LossWindow(now, iteration)
         if iteration % config.save_every == 0 or iteration == config.iters:
-            last_path = save(iteration)
+            last_path = _save_checkpoint(run, iteration)
 
     if last_path is None:
-        raise CheckpointError(f"{out_dir} has no checkpoint although the run is complete; remove the folder and train again")
+        raise CheckpointError(f"{run.out_dir} has no checkpoint although the run is complete; remove the folder and train again")
     wall = time.time() - started
-    emit({"event": "done", "iter": config.iters, "wall_s": wall, "device": device, "time": time.time()})
+    _emit(run, {"event": "done", "iter": config.iters, "wall_s": wall, "device": device, "time": time.time()})
     return TrainResult(
-        out_dir=out_dir,
+        out_dir=run.out_dir,
         checkpoint=last_path,
         iterations=config.iters,
         wall_s=wall,
         device=device,
         losses=last_losses,
-        generator=generator,
-        ema=ema_model.eval() if config.ema > 0 else generator,
+        generator=run.generator,
+        ema=run.ema.eval() if config.ema > 0 else run.generator,
     )
-

@@ -25,6 +25,7 @@ PROBE = textwrap.dedent('''
     import torch
 
     import desra.repair.finetune
+    import desra.train.distributed
     import desra.train.loop
     from desra.cli import main
 
@@ -47,7 +48,7 @@ PROBE = textwrap.dedent('''
 
     desra.repair.finetune.make_batch_fn, desra.train.loop.train = recording_make_batch_fn, recording_train
     code = main(argv)
-    rank = desra.train.loop.launch_rank()
+    rank = desra.train.distributed.launch_rank()
     torch.save({"batches": seen, "generator": networks["generator"].state_dict(),
                 "discriminator": networks["discriminator"].state_dict()}, f"{probe_dir}/rank{rank}.pt")
     sys.exit(code)

@@ -208,3 +208,15 @@ def test_wall_time_counts_iterations_redone_after_a_kill(batch_fn, tmp_path):
     # At one iteration per second the wall time is the number of iterations run: 7, then 5..12.
     (tmp_path / "events.jsonl").write_text("".join(json.dumps({**e, "it_per_s": 1.0} if "losses" in e else e) + "\n" for e in events))
     assert total_wall_seconds(read_events(tmp_path)) == 7 + 8
+
+
+def test_a_gpu_asked_for_where_there_is_none_is_a_device_error():
+    from desra.core.errors import DeviceError
+    from desra.train.distributed import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: the missing-GPU message cannot be provoked here")
+    with pytest.raises(DeviceError, match=r"'cuda:1' was asked for but no CUDA GPU is available; use device 'auto' or 'cpu'"):
+        resolve_device("cuda:1")
+    with pytest.raises(DeviceError, match="no CUDA GPU"):
+        train(TrainConfig(iters=1, device="cuda"), _tiny_generator(), None, lambda i: None, "unused")
