@@ -108,7 +108,7 @@ def _log(args) -> int:
 
 
 def _worker(args) -> int:
-    from desra.core.jobs import run_worker
+    from desra.core.job_runner import run_worker
     from desra.core.paths import default_workspace
 
     run_worker(args.workspace or default_workspace(), args.device, drain=args.drain)

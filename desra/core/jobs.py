@@ -17,6 +17,10 @@ Small API for the dashboard and the CLI::
     store.events(job.id)              # progress events (dicts) from the job's events.jsonl
     store.log(job.id)                 # the tail of the job's log
     store.cancel(job.id); store.resume(job.id)
+
+The worker loop is :mod:`desra.core.job_runner`, the diagnostic ``sleep`` job :mod:`desra.core.sleep_job`.
+This module is a little over 400 lines because it is the one owner of ``jobs.db``: every SQL
+statement on the queue, the API's and the worker's, is here next to the schema.
 """
 
 from __future__ import annotations
@@ -24,30 +28,26 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from desra.core.db import connect
-from desra.core.errors import DesraError, JobError, UnknownNameError
-from desra.core.events import append_event, events_path, read_events
+from desra.core.errors import JobError, UnknownNameError
+from desra.core.events import events_path, read_events
 from desra.core.job_settings import (
     Confinement,
     check_confined,
     params_of,
     parse_settings,
     resolve_paths,
-    to_argv,
 )
-from desra.core.process import die_with_parent, pid_alive
+from desra.core.process import pid_alive
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 HEARTBEAT_S = 2.0
@@ -87,7 +87,7 @@ JOB_KINDS: dict[str, JobKind] = {
         JobKind("zoo-train", "train an SR model of the zoo (desra zoo train)",
                 ("-m", "desra", "zoo", "train"), "--resume", True, False),
         JobKind("sleep", "diagnostic: counts steps with a pause, resumable (checks the runner)",
-                ("-m", "desra.core.jobs", "sleep"), "--resume", True, False),
+                ("-m", "desra.core.sleep_job"), "--resume", True, False),
     )
 }
 
@@ -359,9 +359,10 @@ class JobStore:
             db.executemany("DELETE FROM workers WHERE id=?", [(r["id"],) for r in workers if r["id"] not in live])
         return moved
 
-    # -- used by the worker -------------------------------------------------------------------
+    # -- used by the worker (desra.core.job_runner) ---------------------------------------------
 
-    def _register_worker(self, device: str) -> str:
+    def register_worker(self, device: str) -> str:
+        """Register this process as the worker of ``device`` -> its worker id; ``JobError`` when a live one exists."""
         worker_id = f"{device}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
         now = _now()
         with self._transaction() as db:
@@ -377,15 +378,18 @@ class JobStore:
             )
         return worker_id
 
-    def _unregister_worker(self, worker_id: str) -> None:
+    def unregister_worker(self, worker_id: str) -> None:
+        """Remove a worker's row (it is stopping)."""
         with self._transaction() as db:
             db.execute("DELETE FROM workers WHERE id=?", (worker_id,))
 
-    def _beat(self, worker_id: str) -> None:
+    def beat(self, worker_id: str) -> None:
+        """Record a sign of life of the worker."""
         with self._connect() as db:
             db.execute("UPDATE workers SET heartbeat=? WHERE id=?", (_now(), worker_id))
 
-    def _claim(self, worker_id: str, device: str) -> Job | None:
+    def claim(self, worker_id: str, device: str) -> Job | None:
+        """Take the oldest queued job this worker's device may run (marked running), or None."""
         gpu_worker = device.startswith("cuda")
         with self._transaction() as db:
             for row in db.execute("SELECT * FROM jobs WHERE state='queued' ORDER BY created").fetchall():
@@ -400,19 +404,22 @@ class JobStore:
                 return self._job(db.execute("SELECT * FROM jobs WHERE id=?", (row["id"],)).fetchone())
         return None
 
-    def _cancel_requested(self, job_id: str) -> bool:
+    def cancel_requested(self, job_id: str) -> bool:
+        """True when someone asked to cancel the running job."""
         with self._connect() as db:
             row = db.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()
         return bool(row and row["cancel_requested"])
 
-    def _requeue(self, job_id: str, worker_id: str, reason: str) -> None:
+    def requeue(self, job_id: str, worker_id: str, reason: str) -> None:
+        """Put the worker's running job back in the queue (the worker is stopping)."""
         with self._transaction() as db:
             row = db.execute("SELECT * FROM jobs WHERE id=? AND worker=? AND state='running'", (job_id, worker_id)).fetchone()
             if row is not None:
                 _queue_again(db, row, reason)
             db.execute("UPDATE workers SET job_id=NULL WHERE id=?", (worker_id,))
 
-    def _finish(self, job_id: str, worker_id: str, state: str, reason: str = "") -> None:
+    def finish(self, job_id: str, worker_id: str, state: str, reason: str = "") -> None:
+        """Record the end of the worker's running job: ``done``, ``failed`` (with ``reason``) or ``cancelled``."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE jobs SET state=?, reason=?, finished=?, resume=CASE WHEN ?='done' THEN 0 ELSE resume END "
@@ -439,172 +446,3 @@ def default_worker_devices() -> list[str]:
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return [f"cuda:{i}" for i in range(count)] or ["cpu"]
-
-
-def job_command(job: Job, worker_device: str) -> list[str]:
-    """The full command line a worker runs for ``job`` on ``worker_device``, built from its typed settings."""
-    kind = JOB_KINDS[job.kind]
-    # Parsed again here: a row edited in the database cannot smuggle in a flag either.
-    settings = parse_settings(job.kind, {**job.params, "out": str(job.out)})
-    argv = [sys.executable, *kind.command, *to_argv(settings)]
-    if kind.device_flag:
-        device = job.device if job.device != "auto" else worker_device
-        argv.append("--device=" + ("cuda" if device.startswith("cuda") else "cpu"))
-    if job.resume and kind.resume_flag:
-        argv.append(kind.resume_flag)
-    return argv
-
-
-def _child_env(worker_device: str) -> dict[str, str]:
-    env = dict(os.environ)
-    # Each GPU worker's children see only their GPU; the CPU worker's see none.
-    env["CUDA_VISIBLE_DEVICES"] = worker_device.split(":")[1] if worker_device.startswith("cuda:") else ""
-    env.setdefault("TQDM_MININTERVAL", "5")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _failure_reason(log_path: Path, returncode: int) -> str:
-    with contextlib.suppress(OSError):
-        lines = [line.strip() for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()]
-        for line in reversed(lines):
-            if line.startswith("desra:") or "error" in line.lower():
-                return line[:500]
-    if returncode < 0:
-        return f"killed by signal {-returncode}"
-    return f"exited with code {returncode}"
-
-
-def run_worker(
-    workspace: str | os.PathLike,
-    device: str = "cpu",
-    *,
-    drain: bool = False,
-    poll_s: float = 0.5,
-    on_job: Callable[[Job], None] | None = None,
-) -> None:
-    """Serve the workspace's queue on ``device`` until killed (``drain``: stop when no job is queued)."""
-    store = JobStore(workspace)
-    worker_id = store._register_worker(device)
-    stop = threading.Event()
-
-    def heartbeat() -> None:
-        while not stop.wait(HEARTBEAT_S):
-            with contextlib.suppress(sqlite3.Error):
-                store._beat(worker_id)
-
-    beater = threading.Thread(target=heartbeat, daemon=True)
-    beater.start()
-    previous = _exit_on_sigterm()
-    try:
-        while True:
-            store.recover()
-            job = store._claim(worker_id, device)
-            if job is None:
-                if drain:
-                    return
-                time.sleep(poll_s)
-                continue
-            if on_job is not None:
-                on_job(job)
-            _run_one(store, job, worker_id, device, poll_s)
-    finally:
-        stop.set()
-        store._unregister_worker(worker_id)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _exit_on_sigterm():
-    """Make SIGTERM unwind the worker like Ctrl-C (its job requeued, its row removed); returns the old handler."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def terminate(signum, frame):
-        raise SystemExit(128 + signum)
-
-    return signal.signal(signal.SIGTERM, terminate)
-
-
-def _run_one(store: JobStore, job: Job, worker_id: str, device: str, poll_s: float) -> None:
-    job.job_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        argv = job_command(job, device)
-    except DesraError as error:
-        store._finish(job.id, worker_id, "failed", f"invalid job: {error}")
-        return
-    if JOB_KINDS[job.kind].out_is_dir:
-        job.out.mkdir(parents=True, exist_ok=True)
-    with open(job.log_path, "ab") as log:
-        log.write(f"\n=== attempt {job.attempts} on {device} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
-                  f"{' '.join(argv[1:])}\n".encode())
-        log.flush()
-        # The job's own folder as working directory: whatever relative name its command resolves
-        # stays inside the workspace (submitted paths are already absolute).
-        process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_child_env(device),
-            cwd=job.job_dir, preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
-        )
-        cancelled_at = None
-        try:
-            while process.poll() is None:
-                time.sleep(poll_s)
-                if cancelled_at is None and store._cancel_requested(job.id):
-                    cancelled_at = time.monotonic()
-                    process.terminate()
-                elif cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_GRACE_S:
-                    process.kill()
-        except BaseException:
-            # The worker itself is stopping (SIGTERM, Ctrl-C): stop the job and queue it for the next worker.
-            _stop(process)
-            store._requeue(job.id, worker_id, f"worker {worker_id} was stopped; requeued")
-            raise
-    if cancelled_at is not None:
-        store._finish(job.id, worker_id, "cancelled", "cancelled by request")
-    elif process.returncode == 0:
-        store._finish(job.id, worker_id, "done")
-    else:
-        store._finish(job.id, worker_id, "failed", _failure_reason(job.log_path, process.returncode))
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(CANCEL_GRACE_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def _sleep_main(argv: list[str]) -> int:
-    """The ``sleep`` job kind: ``--steps N --interval S [--fail-at K] --out DIR [--resume]``, one event per step."""
-    import argparse
-
-    from desra.core.atomic import atomic_write_text
-
-    parser = argparse.ArgumentParser(prog="desra.core.jobs sleep", allow_abbrev=False)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--interval", type=float, default=1.0)
-    parser.add_argument("--fail-at", type=int, default=None, help="exit with an error at this step")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--resume", action="store_true")
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    state = args.out / "state.json"
-    start = json.loads(state.read_text())["done"] if args.resume and state.exists() else 0
-    print(f"sleep: steps {start + 1}..{args.steps}", flush=True)
-    for step in range(start + 1, args.steps + 1):
-        if step == args.fail_at:
-            print(f"desra: error: sleep: failing at step {step} as asked (--fail-at)", flush=True)
-            return 2
-        time.sleep(args.interval)
-        atomic_write_text(state, json.dumps({"done": step}))
-        append_event(args.out, {"iter": step, "iters": args.steps, "time": _now()})
-    print("sleep: done", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["sleep"]:
-        sys.exit(_sleep_main(sys.argv[2:]))
-    sys.exit(f"usage: python -m desra.core.jobs sleep ... (workers: `desra jobs worker`); got {sys.argv[1:]}")

@@ -11,7 +11,8 @@ import pytest
 
 from desra.core.errors import JobError, UnknownNameError
 from desra.core.job_settings import SleepJob, to_argv
-from desra.core.jobs import JobStore, run_worker
+from desra.core.job_runner import run_worker
+from desra.core.jobs import JobStore
 
 
 def _wait(predicate, timeout=60.0):

@@ -228,7 +228,8 @@ def test_evaluate_run_writes_reports_and_gallery(finished_run):
 
 
 def test_finetune_job_runs_through_the_runner(shared_set, tiny_models, tmp_path):
-    from desra.core.jobs import JobStore, run_worker
+    from desra.core.job_runner import run_worker
+    from desra.core.jobs import JobStore
 
     gan, disc = tiny_models
     store = JobStore(tmp_path / "ws")

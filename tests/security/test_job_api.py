@@ -18,7 +18,8 @@ import pytest
 
 from desra.core.errors import JobError, UnknownNameError
 from desra.core.job_settings import SETTINGS, Confinement, parse_settings, to_argv
-from desra.core.jobs import JobStore, job_command, run_worker
+from desra.core.job_runner import job_command, run_worker
+from desra.core.jobs import JobStore
 
 
 @pytest.fixture
