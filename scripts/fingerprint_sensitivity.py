@@ -93,7 +93,7 @@ def own_task(features: dict[str, np.ndarray], attacked: dict[str, dict[str, floa
     from desra.fingerprint.attacks import finetune
     from desra.fingerprint.verify import feature_distance
     from desra.train.degradations import degrade
-    from desra.train.zoo import load_zoo_config
+    from desra.train.zoo_config import load_zoo_config
 
     table = []
     for short in FAILED_FINETUNES:

@@ -39,7 +39,7 @@ def detect_stage(out: Path, crops: Path, device: str) -> None:
     """Detection with the pair, the baselines on the same outputs, and the README crops."""
     from desra.core.imageio import read_image, read_mask, write_image
     from desra.core.paths import datasets_dir
-    from desra.train.zoo import showcase_strip
+    from desra.detect.visualize import showcase_strip
 
     det = out / "det"
     run_cli(["detect", "--lr", str(datasets_dir() / "demo"), "--pair", PAIR, "--segmenter", "none", "--save-sr",

@@ -68,7 +68,9 @@ def zoo_members(configs: Sequence[Path], zoo_dir: Path) -> list[ZooMember]:
     import hashlib
     from collections import Counter
 
-    from desra.train.zoo import exported_path, load_zoo_config, training_sources
+    from desra.train.zoo import exported_path
+    from desra.train.zoo_config import load_zoo_config
+    from desra.train.zoo_data import training_sources
 
     loaded = [(path, load_zoo_config(path)) for path in configs]
     sources = {str(path): tuple(sorted(training_sources(config.data))) for path, config in loaded}
@@ -128,7 +130,7 @@ def render_dataset(
     from desra.core.imageio import write_image
     from desra.models.checkpoint import load_model
     from desra.models.inference import upscale
-    from desra.train.zoo import package_file, read_rgb
+    from desra.train.zoo_data import package_file, read_rgb
 
     missing = [m.checkpoint for m in members if not Path(m.checkpoint).is_file()]
     if missing:

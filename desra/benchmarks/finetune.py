@@ -30,8 +30,8 @@ def finetune_throughput(ctx: BenchContext) -> list[BenchResult]:
 
     import torch
 
-    from desra.models import basicsr_adapter
     from desra.models.archs import get_arch
+    from desra.models.discriminator import load_discriminator
     from desra.train.loop import TrainConfig, train
 
     results = []
@@ -39,7 +39,7 @@ def finetune_throughput(ctx: BenchContext) -> list[BenchResult]:
         window = 3 if ctx.quick else (20 if ctx.device.startswith("cuda") else 5)
         torch.manual_seed(0)
         generator = get_arch(arch).build(params)
-        discriminator = basicsr_adapter.unet_discriminator_sn(num_in_ch=3, num_feat=d_feat, skip_connection=True)
+        discriminator = load_discriminator(params={"num_in_ch": 3, "num_feat": d_feat, "skip_connection": True}).module
         lr_side = patch // 4
         batches = (torch.rand(batch, 3, lr_side, lr_side), torch.rand(batch, 3, patch, patch))
         config = TrainConfig(iters=2 * window, lr_g=1e-4, lr_d=1e-4, l1_weight=1.0, percep_weight=1.0, gan_weight=0.1,

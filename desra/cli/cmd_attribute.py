@@ -80,7 +80,8 @@ def _build_zoo(args) -> int:
 
     from desra.attribution.dataset import render_dataset, zoo_members
     from desra.core.errors import ConfigError, DesraError
-    from desra.train.zoo import exported_path, load_zoo_config
+    from desra.train.zoo import exported_path
+    from desra.train.zoo_config import load_zoo_config
 
     configs_dir, root = zoo_paths(args)
     configs = sorted(Path(configs_dir).glob("*.yaml"))

@@ -41,7 +41,9 @@ def register(subparsers) -> None:
 def _train(args) -> int:
     from tqdm import tqdm
 
-    from desra.train.zoo import COLLAPSED_DB, load_zoo_config, train_zoo_model
+    from desra.train.zoo import train_zoo_model
+    from desra.train.zoo_config import load_zoo_config
+    from desra.train.zoo_eval import COLLAPSED_DB
 
     config = load_zoo_config(args.config)
     total = config.stages[args.stage].iters if args.stage in config.stages else 0
@@ -108,7 +110,7 @@ def _derive_parent(args) -> int:
 
 
 def _showcase(args) -> int:
-    from desra.train.zoo import showcase
+    from desra.service.showcase import showcase
 
     paths = showcase(args.out, pair=args.pair, lr_dir=args.lr, count=args.count)
     for path in paths:

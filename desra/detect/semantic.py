@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from desra.core.errors import ConfigError, SegmenterError
+from desra.core.errors import ConfigError, PairMismatchError, SegmenterError
 
 DEFAULT_SEGMENTER = "nvidia/segformer-b5-finetuned-ade-640-640"
 """The authors' choice: SegFormer MiT-B5 trained on ADE20K at 640x640."""
@@ -141,7 +141,10 @@ def default_class_weights() -> ClassWeights:
 def adjust(d: np.ndarray, labels: np.ndarray, weights: ClassWeights) -> np.ndarray:
     """Semantic-adjusted map ``clip(D / A_k, 0, 1)``: D (h, w) float32 and labels (h, w) int -> (h, w) float32."""
     if d.shape != labels.shape:
-        raise ConfigError(f"D map {d.shape} and label map {labels.shape} must have the same shape")
+        raise PairMismatchError(
+            f"D map {d.shape} and label map {labels.shape} must have the same shape; "
+            "segment the image the D map was computed on and crop its labels to the D map's valid region"
+        )
     a = weights.weights[labels]
     # DeSRA Eq. 9: normalise D by the class's typical value so textured classes are not flagged.
     return np.clip(d / a, 0.0, 1.0).astype(np.float32)

@@ -1,6 +1,7 @@
 """Pictures of a detection for people: mask overlay, D-map heat map with colour bar, semantic map
 with a class legend. Arrays in, ``(H, W, 3)`` uint8 RGB out; the CLI writes them as PNG, the
-dashboard shows them as they are.
+dashboard shows them as they are. The README's showcase crops (MSE | GAN | mask overlay, float32
+like the SR outputs they cut from) are laid out here too.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import colorsys
 
 import numpy as np
 
-from desra.core.errors import ConfigError
+from desra.core.errors import ConfigError, PairMismatchError
 
 _FONT_SCALE = 0.4
 _TEXT_HEIGHT = 14
@@ -49,7 +50,10 @@ def overlay(
 
     base = _to_uint8(image)
     if mask.shape != base.shape[:2]:
-        raise ConfigError(f"mask {mask.shape} and image {base.shape[:2]} must have the same height and width")
+        raise PairMismatchError(
+            f"mask {mask.shape} and image {base.shape[:2]} must have the same height and width; "
+            "pass the mask the detection made for this image"
+        )
     mask = np.asarray(mask, dtype=bool)
     tint = np.array(color, dtype=np.float32)
     # Only the flagged pixels are blended (float32, truncated to uint8): the same values as blending
@@ -128,3 +132,38 @@ def semantic_legend(labels: np.ndarray, class_names, *, max_classes: int = 12) -
     if len(order) > rows and h >= (rows + 1) * _TEXT_HEIGHT:
         _text(canvas, f"+{len(order) - rows} more", w + 22, 2 + (rows + 1) * _TEXT_HEIGHT - 4)
     return canvas
+
+
+def showcase_window(mask: np.ndarray, bbox: tuple[int, int, int, int], size: int) -> tuple[int, int]:
+    """Top-left (y0, x0) of the ``size`` x ``size`` window that overlaps ``bbox`` (x0, y0, x1, y1) and shows the most
+    of both flagged and clean pixels (a crop wholly inside a large region shows no boundary)."""
+    height, width = mask.shape
+    step = max(1, size // 8)
+    integral = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+
+    def starts(low: int, high: int, limit: int) -> list[int]:
+        first, last = int(np.clip(low - size + 1, 0, limit)), int(np.clip(high, 0, limit))
+        return sorted({*range(first, last + 1, step), last})
+
+    ys, xs = starts(bbox[1], bbox[3], height - size), starts(bbox[0], bbox[2], width - size)
+    best, best_score = (0, 0), -1.0
+    for y in ys:
+        for x in xs:
+            flagged = (integral[y + size, x + size] - integral[y, x + size] - integral[y + size, x] + integral[y, x]) / size**2
+            score = min(flagged, 1.0 - flagged)
+            if score > best_score:
+                best, best_score = (y, x), score
+    return best
+
+
+def showcase_strip(mse: np.ndarray, gan: np.ndarray, mask: np.ndarray, bbox: tuple[int, int, int, int], size: int = 256) -> np.ndarray:
+    """One README crop near ``bbox`` (x0, y0, x1, y1): MSE | GAN | GAN with the mask in red; (size, 3*size+8, 3) float32."""
+    height, width = mask.shape
+    size = min(size, height, width)
+    y0, x0 = showcase_window(mask, bbox, size)
+    window = (slice(y0, y0 + size), slice(x0, x0 + size))
+    overlay = gan[window].copy()
+    red = np.array([1.0, 0.1, 0.1], np.float32)
+    overlay[mask[window]] = 0.55 * overlay[mask[window]] + 0.45 * red
+    gap = np.ones((size, 4, 3), np.float32)
+    return np.concatenate([mse[window], gap, gan[window], gap, overlay], axis=1)

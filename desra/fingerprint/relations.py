@@ -149,7 +149,7 @@ def facts_from_metadata(
 ) -> ModelFacts:
     """:class:`ModelFacts` of one model from its descriptor fields and desra metadata (pure).
 
-    Training data come from the zoo provenance's ``training`` entry (``desra.train.zoo.training_facts``),
+    Training data come from the zoo provenance's ``training`` entry (``desra.train.zoo_data.training_facts``),
     else from :data:`PUBLISHED_TRAINING`; the source from the ``lineage`` entry (desra.fingerprint.lineage).
     """
     from desra.fingerprint.lineage import read_lineage
@@ -194,7 +194,8 @@ def model_facts(model, metadata: Mapping[str, Any] | None = None) -> ModelFacts:
     extra = dict(metadata.get("extra") or {})
     config = extra.get("config")
     if "training" not in extra and isinstance(config, str) and config.endswith(".yaml") and Path(config).is_file():
-        from desra.train.zoo import load_zoo_config, training_facts
+        from desra.train.zoo_config import load_zoo_config
+        from desra.train.zoo_data import training_facts
 
         extra["training"] = training_facts(load_zoo_config(config))
     return facts_from_metadata(d.name, d.architecture, d.arch_params, int(d.scale), {**metadata, "extra": extra}, weights_sha256(model.module))

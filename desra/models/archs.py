@@ -8,6 +8,15 @@ safe, and which multiple the input size must have.
 Parameters that come from outside the tensors (file metadata, the registry, arguments) are checked
 against what the tensors say by :func:`check_params` before anything is built: a 0.8 MB file whose
 metadata claims a network a thousand times wider is refused, not allocated.
+
+Each spec has a ``kind``: ``"sr"`` for the upscaling networks, ``"discriminator"`` for the GAN
+discriminator the training loop pairs with them (``unet_discriminator_sn``, loaded and saved by
+:mod:`desra.models.discriminator`). Detection and listing look at SR networks unless asked for
+another kind, so a discriminator is never taken for an upscaler.
+
+The module is long because it is one table: the registry functions (about 180 lines) and one spec
+per architecture with its detection, parameter evidence and weight bound; an architecture's parts
+are read together, so they are kept side by side rather than a module per architecture.
 """
 
 from __future__ import annotations
@@ -57,7 +66,14 @@ class ArchSpec:
     # elements cannot fill it, so a few tiny tensors under many block names (detected as a deep
     # network) are refused before the network is allocated.
     min_weights: Callable[[dict[str, Any]], int] | None = None
+    kind: str = "sr"  # one of KINDS: an upscaling network, or the discriminator GAN training pairs with one
 
+
+KINDS = ("sr", "discriminator")
+"""What a registered network is for: ``sr`` upscales images, ``discriminator`` judges them in GAN training."""
+
+UNET_DISCRIMINATOR = "unet_discriminator_sn"
+"""Registry name of Real-ESRGAN's U-Net discriminator (basicsr's UNetDiscriminatorSN), the one stored in desra's files."""
 
 _ARCHS: dict[str, ArchSpec] = {}
 
@@ -66,6 +82,8 @@ def register_arch(spec: ArchSpec) -> ArchSpec:
     """Add ``spec`` to the registry; a second spec with the same name raises DuplicateNameError."""
     if spec.name in _ARCHS:
         raise DuplicateNameError(f"architecture {spec.name!r} is registered twice")
+    if spec.kind not in KINDS:
+        raise ArchitectureError(f"architecture {spec.name!r} has kind {spec.kind!r}; expected one of {KINDS}")
     _ARCHS[spec.name] = spec
     return spec
 
@@ -88,23 +106,39 @@ def detect_params(spec: ArchSpec, state_dict: StateDict) -> dict[str, Any] | Non
         return None
 
 
-def list_archs() -> list[str]:
-    """Names of all registered architectures, sorted."""
-    return sorted(_ARCHS)
+def list_archs(kind: str = "sr") -> list[str]:
+    """Names of the registered architectures of ``kind`` (one of :data:`KINDS`), sorted."""
+    return sorted(name for name, spec in _ARCHS.items() if spec.kind == kind)
 
 
-def detect_architecture(state_dict: StateDict) -> tuple[str, dict[str, Any], int]:
-    """Recognise a state dict: ``(arch name, params, scale)``; ArchitectureError if nothing fits."""
+def detect_architecture(state_dict: StateDict, *, kind: str = "sr") -> tuple[str, dict[str, Any], int]:
+    """Recognise a state dict among the architectures of ``kind``: ``(arch name, params, scale)``; ArchitectureError if nothing fits."""
     for spec in _ARCHS.values():
+        if spec.kind != kind:
+            continue
         params = detect_params(spec, spec.normalize(state_dict))
         if params is not None:
             return spec.name, params, spec.scale(params)
     sample = ", ".join(list(state_dict)[:6])
     raise ArchitectureError(
         f"could not recognise the architecture of a state dict with {len(state_dict)} tensors "
-        f"(first keys: {sample}); known architectures: {', '.join(sorted(_ARCHS))}. "
+        f"(first keys: {sample}); known architectures: {', '.join(list_archs(kind))}. "
         "Save the model with desra (its metadata names the architecture), or load it with architecture= and arch_params=."
     )
+
+
+def other_kind(architecture: str | None, state_dict: StateDict, kind: str = "sr") -> ArchSpec | None:
+    """The registered architecture not of ``kind`` that ``architecture`` names or ``state_dict`` matches, else None.
+
+    ``load_model`` asks this before building an upscaler: a discriminator file must be refused, not
+    detected as something else.
+    """
+    if architecture in _ARCHS and _ARCHS[architecture].kind != kind:
+        return _ARCHS[architecture]
+    for spec in _ARCHS.values():
+        if spec.kind != kind and detect_params(spec, spec.normalize(state_dict)) is not None:
+            return spec
+    return None
 
 
 def _brief(value: Any, limit: int = 120) -> str:
@@ -470,6 +504,46 @@ register_arch(
             "mlp_ratio": "mlp.fc1 output channels / embed_dim",
             "img_size": f"attn_mask windows x window size; any size up to {SWINIR_MAX_IMG_SIZE} is accepted",
             "upscale": "the upsampler's convolutions",
+        },
+    )
+)
+
+
+# --- UNetDiscriminatorSN (Real-ESRGAN's U-Net discriminator; kind "discriminator") ------------------
+
+
+def _unet_disc_detect(sd: StateDict) -> dict[str, Any] | None:
+    if "conv0.weight" not in sd or "conv9.weight" not in sd:
+        return None
+    return {
+        "num_in_ch": int(sd["conv0.weight"].shape[1]),
+        "num_feat": int(sd["conv0.weight"].shape[0]),
+        # Skip connections add no weights: every published U-Net discriminator uses them.
+        "skip_connection": True,
+        # The zoo can train the same U-Net with plain convolutions (no weight_orig / weight_u keys).
+        "spectral_norm": any(key.endswith("weight_orig") for key in sd),
+    }
+
+
+def _unet_disc_build(params: dict[str, Any]):
+    from desra.models import basicsr_adapter
+
+    return basicsr_adapter.unet_discriminator_sn(**params)
+
+
+register_arch(
+    ArchSpec(
+        name=UNET_DISCRIMINATOR,
+        build=_unet_disc_build,
+        detect=_unet_disc_detect,
+        scale=lambda p: 1,
+        channels=lambda p: (int(p.get("num_in_ch", 3)), 1),
+        kind="discriminator",
+        unchecked=("skip_connection",),
+        evidence={
+            "num_in_ch": "input channels of conv0.weight",
+            "num_feat": "output channels of conv0.weight",
+            "spectral_norm": "weight_orig keys present or not",
         },
     )
 )

@@ -40,9 +40,6 @@ PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 # desra's own training checkpoints keep "ema" and "generator").
 NESTED_KEYS = ("params_ema", "params", "ema", "generator", "state_dict")
 ROLES = ("mse", "gan", "unknown")
-# Metadata architecture of a saved GAN discriminator (basicsr's UNetDiscriminatorSN): not an SR
-# network, so it is kept out of the SR architecture registry and refused by load_model.
-DISCRIMINATOR_ARCH = "unet_discriminator_sn"
 
 
 @dataclass(frozen=True)
@@ -346,6 +343,7 @@ def load_model(
     the desra metadata stored in the file, or detection from the state dict.
     """
     from desra.models import registry
+    from desra.models.archs import other_kind
 
     text = str(name_or_path)
     path = Path(name_or_path)
@@ -381,7 +379,7 @@ def load_model(
                 f"run `desra models pull {entry.id}` or place the file there by hand"
             )
     state_dict, metadata = read_state_dict(path)
-    if metadata.get("architecture") == DISCRIMINATOR_ARCH or {"conv0.weight", "conv9.weight"} <= set(state_dict):
+    if other_kind(metadata.get("architecture"), state_dict) is not None:  # the only other kind: a discriminator
         raise CheckpointError(
             f"{path} is a GAN discriminator (basicsr's UNetDiscriminatorSN), not an SR model; it cannot upscale "
             "images. Fine-tuning takes it as `desra finetune --disc FILE`"
@@ -427,8 +425,8 @@ def _tensors(module_or_state_dict: Any) -> dict[str, Any]:
     return {key: value.detach().to("cpu").contiguous().clone() for key, value in state_dict.items()}
 
 
-def _write_safetensors(path: str | os.PathLike, module_or_state_dict: Any, payload: dict[str, Any], writer: str) -> Path:
-    """Write weights to ``path`` (.safetensors) atomically with ``payload`` as the JSON metadata ``desra``."""
+def write_safetensors(path: str | os.PathLike, module_or_state_dict: Any, payload: dict[str, Any], writer: str) -> Path:
+    """Write weights to ``path`` (.safetensors) atomically with ``payload`` as the JSON metadata ``desra``; ``writer`` names the caller in errors."""
     from safetensors.torch import save_file
 
     from desra.core.atomic import atomic_path
@@ -451,21 +449,7 @@ def save_model(
     """Write weights to ``path`` (.safetensors) atomically with the descriptor (+extra) as JSON metadata ``desra``."""
     payload = {**descriptor.to_dict(), "extra": dict(extra_metadata or {})}
     payload["source"] = ""  # where the weights were loaded from is a property of the reader, not the file
-    return _write_safetensors(path, module_or_state_dict, payload, "save_model")
-
-
-def save_discriminator(
-    path: str | os.PathLike,
-    module_or_state_dict: Any,
-    params: dict[str, Any],
-    *,
-    name: str = "",
-    extra_metadata: dict[str, Any] | None = None,
-) -> Path:
-    """Write a U-Net SN discriminator to ``path`` (.safetensors) atomically, its builder ``params`` as metadata."""
-    payload = {"architecture": DISCRIMINATOR_ARCH, "arch_params": dict(params), "role": "discriminator",
-               "name": name, "extra": dict(extra_metadata or {})}
-    return _write_safetensors(path, module_or_state_dict, payload, "save_discriminator")
+    return write_safetensors(path, module_or_state_dict, payload, "save_model")
 
 
 def save_basicsr(path: str | os.PathLike, module_or_state_dict: Any, *, key: str = "params_ema") -> Path:

@@ -200,37 +200,6 @@ def _pair_discriminator(pair: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def build_discriminator(path: str | os.PathLike | None):
-    """Load basicsr's U-Net SN discriminator from a checkpoint (any desra/basicsr layout), or a fresh one when None -> (module, description)."""
-    from desra.models import basicsr_adapter
-    from desra.models.checkpoint import DISCRIMINATOR_ARCH, read_state_dict
-
-    if path is None:
-        params = {"num_in_ch": 3, "num_feat": 64, "skip_connection": True}
-        return basicsr_adapter.unet_discriminator_sn(**params), {"architecture": "unet_sn", "arch_params": params, "source": "fresh"}
-    state_dict, metadata = read_state_dict(path)
-    if "conv0.weight" not in state_dict or "conv9.weight" not in state_dict:
-        raise CheckpointError(
-            f"{path} is not basicsr's UNetDiscriminatorSN (no conv0/conv9 weights; keys start {sorted(state_dict)[:4]}); "
-            "desra fine-tunes with that discriminator (Real-ESRGAN's), or a fresh one when --disc is left out"
-        )
-    # desra writes the builder's options as metadata (older zoo files under extra); else read them off the weights.
-    recorded = metadata.get("arch_params") if metadata.get("architecture") == DISCRIMINATOR_ARCH else None
-    params = dict(recorded or (metadata.get("extra") or {}).get("discriminator_params") or {
-        "num_in_ch": int(state_dict["conv0.weight"].shape[1]),
-        "num_feat": int(state_dict["conv0.weight"].shape[0]),
-        "skip_connection": True,
-    })
-    # The zoo can train the same U-Net with plain convolutions: read that off the weights.
-    params["spectral_norm"] = any(key.endswith("weight_orig") for key in state_dict)
-    module = basicsr_adapter.unet_discriminator_sn(**params)
-    try:
-        module.load_state_dict(state_dict, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(f"discriminator {path} does not fit UNetDiscriminatorSN {params}: {str(error)[:300]}") from None
-    return module, {"architecture": "unet_sn", "arch_params": params, "source": str(path)}
-
-
 def _drop_corrupt_checkpoints(out: Path, emit: Callable[[dict[str, Any]], None]) -> None:
     """Set aside (rename ``*.corrupt``) final-named checkpoints that do not load, newest first, so resume takes the last good one."""
     from desra.train.loop import list_checkpoints, load_checkpoint
@@ -287,7 +256,8 @@ def finetune(
 def _finetune(config: FinetuneConfig, info, *, resume: bool, on_event) -> FinetuneResult:
     """:func:`finetune` in one process of ``info`` (a :class:`desra.train.distributed.Distributed`)."""
     from desra.core.atomic import atomic_write_text
-    from desra.models.checkpoint import load_model, load_pair, save_basicsr, save_model
+    from desra.models.checkpoint import load_model, save_basicsr, save_model
+    from desra.service.pairs import load_pair
     from desra.repair.curated import open_set
     from desra.train.loop import latest_checkpoint, train
 
@@ -320,7 +290,9 @@ def _finetune(config: FinetuneConfig, info, *, resume: bool, on_event) -> Finetu
         # A fresh D's initialisation follows the run's seed, not whatever the global RNG holds, so the
         # same command gives the same run (and the same on every torchrun rank).
         torch.manual_seed(config.seed)
-    discriminator, disc_info = build_discriminator(disc_path)
+    from desra.models.discriminator import load_discriminator
+
+    discriminator, disc_info = load_discriminator(disc_path)
     if disc_path is None and info.is_main:
         message = ("no discriminator given and none is shipped for this model: starting from a FRESH U-Net SN "
                    "discriminator, whose early feedback is noise; pass --disc D_CKPT when you have it")

@@ -29,7 +29,7 @@ import numpy as np
 
 from desra.core.errors import CheckpointError, ConfigError
 from desra.train.degradations import DegradationConfig
-from desra.train.zoo import HELDOUT_PHOTOS
+from desra.train.zoo_config import HELDOUT_PHOTOS
 
 HEAD_KEYS = ("conv_body.", "conv_up1.", "conv_up2.", "conv_hr.", "conv_last.")
 """State-dict prefixes of RRDBNet after the trunk: these always train."""
@@ -46,7 +46,7 @@ class ParentConfig:
     train_from_block: int
     """First RRDB block that trains; blocks before it are frozen and cached (= num_block: head only)."""
     photos: tuple[str, ...]
-    """Training photos, 'package:relative/path' (desra.train.zoo.package_file)."""
+    """Training photos, 'package:relative/path' (desra.train.zoo_data.package_file)."""
     heldout: tuple[str, ...] = HELDOUT_PHOTOS
     """Held-out photos for the card's figures (never trained on; the zoo's held-out photos)."""
     crops_per_photo: int = 10
@@ -97,7 +97,7 @@ def training_crops(photos: tuple[str, ...], crops_per_photo: int, lr_patch: int,
     import torch
 
     from desra.train.degradations import degrade
-    from desra.train.zoo import package_file, read_rgb
+    from desra.train.zoo_data import package_file, read_rgb
 
     hr_patch = lr_patch * scale
     rng = np.random.default_rng(seed)
@@ -350,7 +350,7 @@ def evaluate(parent_module, gan_module, config: ParentConfig, scale: int = 4) ->
     import torch
     import torch.nn.functional as F
 
-    from desra.train.zoo import nearest_upsampling_psnr, psnr_8bit
+    from desra.train.zoo_eval import nearest_upsampling_psnr, psnr_8bit
 
     lr, hr = training_crops(config.heldout, config.heldout_crops, config.lr_patch, scale, config.seed + 1, config.degradation)
     with torch.no_grad():

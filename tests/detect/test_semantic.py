@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from desra.core.errors import ConfigError, SegmenterError
+from desra.core.errors import ConfigError, PairMismatchError, SegmenterError
 from desra.detect import semantic
 
 
@@ -30,6 +30,8 @@ def test_adjust_by_hand():
     d = np.array([[0.6, 0.6], [0.9, 0.3]], np.float32)
     labels = np.array([[2, 4], [4, 2]])  # sky (A = 1), tree (A = 0.75)
     np.testing.assert_allclose(semantic.adjust(d, labels, w), [[0.6, 0.8], [1.0, 0.3]], atol=1e-6)
+    with pytest.raises(PairMismatchError, match=r"D map \(2, 2\) and label map \(2, 1\)"):
+        semantic.adjust(d, labels[:, :1], w)
 
 
 def test_class_weight_table_errors(tmp_path):
@@ -43,7 +45,7 @@ def test_class_weight_table_errors(tmp_path):
     short.write_text("\n".join(good[:10]))
     with pytest.raises(ConfigError, match="no weight"):
         semantic.load_class_weights(short)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="cannot read class-weight table"):
         semantic.load_class_weights(tmp_path / "missing.tsv")
 
 

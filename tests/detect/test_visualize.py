@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from desra.core.errors import ConfigError
+from desra.core.errors import ConfigError, PairMismatchError
 from desra.detect import visualize
 from desra.detect.semantic import ADE20K_CLASSES
 
@@ -21,7 +21,7 @@ def test_overlay_tints_only_the_mask_and_its_outline(photo):
     expected = (0.6 * base[inside] + 0.4 * np.array([255, 0, 0])).astype(np.uint8)
     assert np.abs(out[inside].astype(int) - expected).max() <= 1  # red tint inside
     np.testing.assert_array_equal(out[:90], base[:90])  # untouched away from the mask
-    with pytest.raises(ConfigError):
+    with pytest.raises(PairMismatchError, match=r"mask \(511, 512\) and image \(512, 512\)"):
         visualize.overlay(img, mask[:-1])
 
 
@@ -33,7 +33,7 @@ def test_heatmap_has_colour_bar_and_orders_colours():
     assert out[60, 0].sum() < out[60, 199].sum()  # inferno: dark at 0, bright at 1
     bar = out[:, 206]
     assert bar[0].sum() > bar[-1].sum()  # bar runs from vmax at the top to vmin at the bottom
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="vmax > vmin"):
         visualize.heatmap(d, vmin=1, vmax=0)
 
 
@@ -47,5 +47,5 @@ def test_semantic_legend_colours_classes_and_lists_them():
     np.testing.assert_array_equal(out[50, 40], palette[2])
     assert len({tuple(c) for c in palette}) == 150
     assert (out[:, 60:] < 255).any()  # legend drawn
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="exceeds the 150 class names"):
         visualize.semantic_legend(np.full((4, 4), 200), ADE20K_CLASSES)

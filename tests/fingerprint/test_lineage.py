@@ -145,7 +145,8 @@ def test_attacked_checkpoints_carry_their_lineage_and_it_agrees_with_the_verdict
 
 def test_zoo_training_records_lineage_from_init_then_from_the_mse_stage(tmp_path):
     from desra.models.checkpoint import load_model
-    from desra.train.zoo import exported_path, load_zoo_config, train_zoo_model
+    from desra.train.zoo import exported_path, train_zoo_model
+    from desra.train.zoo_config import load_zoo_config
 
     raw = {"name": "tiny-zoo", "scale": 4, "seed": 3, "architecture": "srvgg", "arch_params": SRVGG,
            "data": {"photos": ["skimage:data/retina.jpg"], "dead_leaves": 1, "dead_leaves_size": 96, "patch": 64, "batch": 2},

@@ -24,7 +24,8 @@ from desra.fingerprint.relations import (
     relation,
     relation_table,
 )
-from desra.train.zoo import load_zoo_config, training_facts, training_sources
+from desra.train.zoo_config import load_zoo_config
+from desra.train.zoo_data import training_facts, training_sources
 
 LARGE = project_root() / "configs" / "attribution-large"
 SRVGG_X4 = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 32, "num_conv": 8, "upscale": 4, "act_type": "prelu"}
@@ -132,11 +133,11 @@ def test_data_disjoint_halves_load_are_disjoint_and_cover_their_set():
 
 
 def test_halves_train_on_different_dead_leaves_images():
-    from desra.train.zoo import _training_images
+    from desra.train.zoo_data import training_images
 
     a, b = (load_zoo_config(LARGE / f"attr-srvgg-x4-s1-half{h}.yaml") for h in "ab")
     full = load_zoo_config(LARGE / "attr-srvgg-x4-s1.yaml")
-    leaves = {name: _training_images(c.data, c.seed)[-c.data.dead_leaves:] for name, c in (("a", a), ("b", b), ("full", full))}
+    leaves = {name: training_images(c.data, c.seed)[-c.data.dead_leaves:] for name, c in (("a", a), ("b", b), ("full", full))}
     assert np.array_equal(np.stack(leaves["a"]), np.stack(leaves["full"][:2]))
     assert np.array_equal(np.stack(leaves["b"]), np.stack(leaves["full"][2:]))
     assert not np.array_equal(leaves["a"][0], leaves["b"][0])

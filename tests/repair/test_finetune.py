@@ -247,20 +247,15 @@ def test_discriminator_loads_from_the_zoo_layout_and_refuses_others(tmp_path):
 
     from desra.core.errors import CheckpointError
     from desra.models import basicsr_adapter
-    from desra.models.checkpoint import (
-        describe,
-        load_model,
-        save_discriminator,
-        save_model,
-    )
-    from desra.repair.finetune import build_discriminator
+    from desra.models.checkpoint import describe, load_model, save_model
+    from desra.models.discriminator import load_discriminator, save_discriminator
 
     params = {"num_in_ch": 3, "num_feat": 8, "skip_connection": True}
     torch.manual_seed(0)
     disc = basicsr_adapter.unet_discriminator_sn(**params).eval()
     x = torch.rand(1, 3, 32, 32)
     path = save_discriminator(tmp_path / "disc.safetensors", disc, params, name="d")
-    loaded, info = build_discriminator(path)
+    loaded, info = load_discriminator(path)
     assert info["arch_params"] == {**params, "spectral_norm": True} and torch.allclose(loaded.eval()(x), disc(x))
     # A discriminator is no SR model: loading it as one says what it is and where it goes.
     with pytest.raises(CheckpointError, match="--disc"):
@@ -269,16 +264,16 @@ def test_discriminator_loads_from_the_zoo_layout_and_refuses_others(tmp_path):
     generator_params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 4, "act_type": "prelu"}
     legacy = save_model(tmp_path / "legacy.safetensors", disc, describe("srvgg", generator_params, name="d"),
                         extra_metadata={"discriminator": "UNetDiscriminatorSN", "discriminator_params": {**params, "num_feat": 8}})
-    loaded, info = build_discriminator(legacy)
+    loaded, info = load_discriminator(legacy)
     assert torch.allclose(loaded.eval()(x), disc(x))
     # The zoo's plain-convolution variant (spectral norm removed) loads too.
     for layer in disc.modules():
         if hasattr(layer, "weight_orig"):
             torch.nn.utils.remove_spectral_norm(layer)
     plain = save_discriminator(tmp_path / "plain.safetensors", disc, {**params, "spectral_norm": False}, name="d")
-    loaded, info = build_discriminator(plain)
+    loaded, info = load_discriminator(plain)
     assert info["arch_params"]["spectral_norm"] is False and torch.allclose(loaded.eval()(x), disc(x))
     generator = save_model(tmp_path / "gen.safetensors", basicsr_adapter.srvgg(**generator_params),
                            describe("srvgg", generator_params, name="g"))
     with pytest.raises(CheckpointError, match="UNetDiscriminatorSN"):
-        build_discriminator(generator)
+        load_discriminator(generator)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from desra.core.paths import datasets_dir, weights_dir
-from desra.models.checkpoint import load_model, load_pair, read_state_dict
-from desra.train.zoo import showcase_strip, showcase_window
+from desra.detect.visualize import showcase_strip, showcase_window
+from desra.models.checkpoint import load_model, read_state_dict
+from desra.service.pairs import load_pair
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_the_mse_model_beats_nearest_upsampling_against_the_hr(pair, photo):
 def test_neither_shipped_model_copies_its_input(pair):
     # The first shipped MSE model had collapsed to nearest-neighbour upsampling (69.6 dB from it)
     # while its held-out PSNR looked normal; trained SR models sit about 30 dB from it.
-    from desra.train.zoo import COLLAPSED_DB, nearest_upsampling_psnr
+    from desra.train.zoo_eval import COLLAPSED_DB, nearest_upsampling_psnr
 
     for model in pair:
         assert nearest_upsampling_psnr(model.module, 4, photos=("skimage:data/chelsea.png",)) < COLLAPSED_DB
@@ -77,7 +78,7 @@ def test_neither_shipped_model_copies_its_input(pair):
 def test_registry_config_and_weights_describe_the_same_network(pair):
     from desra.core.paths import project_root
     from desra.models.registry import get_model
-    from desra.train.zoo import load_zoo_config
+    from desra.train.zoo_config import load_zoo_config
 
     config = load_zoo_config(project_root() / "configs" / "zoo" / "desra-demo-x4.yaml")
     for model in pair:

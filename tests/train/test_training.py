@@ -168,7 +168,7 @@ def test_zoo_cli_trains_both_stages_and_exports_a_discriminator_file(tmp_path):
     from desra.core.errors import CheckpointError
     from desra.core.paths import project_root
     from desra.models.checkpoint import load_model, read_state_dict
-    from desra.repair.finetune import build_discriminator
+    from desra.models.discriminator import load_discriminator
 
     raw = yaml.safe_load((project_root() / "configs" / "zoo" / "desra-demo-x4.yaml").read_text())
     raw["name"] = "tiny"
@@ -189,7 +189,7 @@ def test_zoo_cli_trains_both_stages_and_exports_a_discriminator_file(tmp_path):
     assert read_state_dict(out / "tiny-gan.safetensors")[1]["extra"]["iterations"] == 3
     disc_path = out / "tiny-disc.safetensors"
     assert read_state_dict(disc_path)[1]["architecture"] == "unet_discriminator_sn"
-    disc, info = build_discriminator(disc_path)
+    disc, info = load_discriminator(disc_path)
     assert info["arch_params"]["num_feat"] == 8
     with pytest.raises(CheckpointError, match="discriminator"):
         load_model(disc_path)

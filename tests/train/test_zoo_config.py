@@ -11,7 +11,8 @@ import yaml
 
 from desra.core.errors import ConfigError, DatasetError
 from desra.core.paths import project_root
-from desra.train.zoo import dead_leaves, load_zoo_config, make_batch_fn
+from desra.train.zoo_config import load_zoo_config
+from desra.train.zoo_data import dead_leaves, zoo_batch_fn
 
 CONFIGS = sorted(p for p in (project_root() / "configs").glob("*/*.yaml") if p.parent.name != "parent")
 PARENT_CONFIGS = sorted((project_root() / "configs" / "parent").glob("*.yaml"))
@@ -70,17 +71,17 @@ def test_missing_file_and_missing_package_photo(tmp_path):
         load_zoo_config(tmp_path / "nope.yaml")
     config = load_zoo_config(_write(tmp_path, data={"photos": ["skimage:data/no-such-photo.png"], "patch": 64}))
     with pytest.raises(DatasetError, match="no-such-photo"):
-        make_batch_fn(config)
+        zoo_batch_fn(config)
 
 
 def test_batches_depend_only_on_seed_and_iteration(tmp_path):
     path = _write(tmp_path, data={"photos": ["skimage:data/retina.jpg", "skimage:data/brick.png"], "dead_leaves": 1,
                                   "dead_leaves_size": 96, "patch": 64, "batch": 2})
     config = load_zoo_config(path)
-    first = make_batch_fn(config)
+    first = zoo_batch_fn(config)
     lr, hr = first(7)
     assert lr.shape == (2, 3, 16, 16) and hr.shape == (2, 3, 64, 64)
-    again_lr, again_hr = make_batch_fn(load_zoo_config(path))(7)
+    again_lr, again_hr = zoo_batch_fn(load_zoo_config(path))(7)
     assert torch.equal(lr, again_lr) and torch.equal(hr, again_hr)
     assert not torch.equal(first(8)[1], hr)
 
@@ -94,7 +95,7 @@ def test_dead_leaves_is_seeded_and_covers_range():
 
 def test_heldout_psnr_handles_pixel_unshuffle_architectures():
     from desra.models.archs import get_arch
-    from desra.train.zoo import heldout_psnr
+    from desra.train.zoo_eval import heldout_psnr
 
     params = {"num_in_ch": 3, "num_out_ch": 3, "scale": 2, "num_feat": 4, "num_block": 1, "num_grow_ch": 4}
     psnr = heldout_psnr(get_arch("rrdbnet").build(params), 2, photos=("skimage:data/chelsea.png",), size_multiple=2)
@@ -105,7 +106,7 @@ def test_heldout_psnr_handles_pixel_unshuffle_architectures():
     import torch
 
     from desra.train.degradations import bicubic_lr
-    from desra.train.zoo import package_file, read_rgb
+    from desra.train.zoo_data import package_file, read_rgb
 
     copy = torch.nn.Sequential(torch.nn.PixelUnshuffle(2), torch.nn.PixelShuffle(2), torch.nn.Upsample(scale_factor=2))
     got = heldout_psnr(copy, 2, photos=("skimage:data/chelsea.png",), size_multiple=2)["chelsea"]
@@ -121,7 +122,7 @@ def test_nearest_upsampling_psnr_flags_a_network_that_copies_its_input():
     import torch
 
     from desra.models.archs import get_arch
-    from desra.train.zoo import COLLAPSED_DB, nearest_upsampling_psnr
+    from desra.train.zoo_eval import COLLAPSED_DB, nearest_upsampling_psnr
 
     photos = ("skimage:data/chelsea.png",)
     copier = get_arch("srvgg").build({"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 4, "act_type": "prelu"})
