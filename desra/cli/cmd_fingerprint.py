@@ -84,10 +84,9 @@ def register(subparsers) -> None:
 
 
 def _registry(args) -> Path:
-    from desra.core.paths import default_workspace
-    from desra.fingerprint.verify import registry_path
+    from desra.service.fingerprints import registry_file
 
-    return registry_path(args.workspace or default_workspace())
+    return registry_file(args.workspace)
 
 
 def _bar(desc: str, total: int):
@@ -110,15 +109,12 @@ def _progress(desc: str):
 
 
 def _register(args) -> int:
-    from desra.fingerprint.pipeline import fingerprint_model
-    from desra.fingerprint.verify import register_fingerprint
-    from desra.models.checkpoint import load_model
+    from desra.service.fingerprints import register_model
 
-    model = load_model(args.model, device=args.device)
     config = _critical_config(args)
-    record = fingerprint_model(args.name, model, config, source=str(args.model), device=args.device, progress=_progress("critical image"))
     path = _registry(args)
-    register_fingerprint(path, record, replace=args.replace)
+    record = register_model(args.model, args.name, path, config, replace=args.replace, device=args.device,
+                            progress=_progress("critical image"))
     print(f"registered {args.name!r} (x{record.scale}, {config.iterations} iterations) in {path}")
     return 0
 
@@ -129,18 +125,15 @@ def _print_verdict(label: str, verdict) -> None:
 
 
 def _verify(args) -> int:
-    from desra.fingerprint.pipeline import lineage_report, verify_model
-    from desra.models.checkpoint import load_model
+    from desra.service.fingerprints import verify_suspect
 
-    model = load_model(args.suspect, device=args.device)
-    result = verify_model(model, _registry(args), args.against, sigma=args.sigma, p=args.p, device=args.device, progress=_progress("critical image"))
-    # The verdict is computed before, and without, the metadata; the lineage is only shown beside it.
-    report = lineage_report(model, result)
+    verification = verify_suspect(args.suspect, _registry(args), args.against, sigma=args.sigma, p=args.p, device=args.device,
+                                  progress=_progress("critical image"))
     if args.json:
-        print(json.dumps({**result.verdict.to_json(), **report.to_json()}))
+        print(json.dumps(verification.to_json()))
     else:
-        _print_verdict(f"{args.suspect} vs {args.against}", result.verdict)
-        for line in report.lines():
+        _print_verdict(f"{args.suspect} vs {args.against}", verification.result.verdict)
+        for line in verification.lineage.lines():
             print(f"  {line}")
     return 0
 

@@ -121,20 +121,26 @@ def lineage_from_json(data: Mapping[str, Any] | None) -> Lineage | None:
 def read_lineage(metadata: Mapping[str, Any]) -> Lineage | None:
     """The lineage recorded in a checkpoint's desra metadata (``read_state_dict(path)[1]``), or None.
 
-    Also reads the provenance desra/train/parent.py writes into rebuilt parents (``derived_from``,
-    ``base_sha256``, ``sha256``), its own keys for the same facts.
+    Every writer stores the :data:`LINEAGE_KEY` entry. Parents rebuilt by desra/train/parent.py
+    before it did carry only their provenance keys (``derived_from``, ``base_sha256``, ``sha256``);
+    such files sit in users' model caches and are read as the same ``parent-delta`` lineage.
     """
     extra = metadata.get("extra") if isinstance(metadata, Mapping) else None
     if not isinstance(extra, Mapping):
         return None
     if LINEAGE_KEY in extra:
         return lineage_from_json(extra[LINEAGE_KEY])
-    if isinstance(extra.get("derived_from"), str) and isinstance(extra.get("base_sha256"), str):
-        return Lineage(
-            kind="parent-delta", weights_sha256=str(extra.get("sha256") or ""), source_name=extra["derived_from"],
-            source_sha256=extra["base_sha256"], recipe={"command": str(extra.get("recipe") or ""), "delta": str(extra.get("delta") or "")},
-        )
-    return None
+    return _rebuilt_parent_lineage(extra)
+
+
+def _rebuilt_parent_lineage(extra: Mapping[str, Any]) -> Lineage | None:
+    """The ``parent-delta`` lineage of a rebuilt parent's provenance keys, or None when they are not there."""
+    if not (isinstance(extra.get("derived_from"), str) and isinstance(extra.get("base_sha256"), str)):
+        return None
+    return Lineage(
+        kind="parent-delta", weights_sha256=str(extra.get("sha256") or ""), source_name=extra["derived_from"],
+        source_sha256=extra["base_sha256"], recipe={"command": str(extra.get("recipe") or ""), "delta": str(extra.get("delta") or "")},
+    )
 
 
 def metadata_of_file(path: str | Path | None) -> dict[str, Any]:

@@ -453,6 +453,7 @@ def ensure_rebuilt(entry) -> Path:
     import torch
 
     from desra.core.paths import project_root
+    from desra.fingerprint.lineage import LINEAGE_KEY, Lineage
     from desra.models.checkpoint import describe, save_model
     from desra.models.registry import rebuilt_path
 
@@ -460,9 +461,12 @@ def ensure_rebuilt(entry) -> Path:
     state, info, _ = rebuild_with_base(project_root() / entry.derived_delta)
     descriptor = describe(info["architecture"], dict(info["arch_params"]), name=entry.id, role=entry.role,
                           source=str(target))
+    # rebuild() has checked the weights against the delta's sha256, so the entry names them without hashing again.
+    lineage = Lineage(kind="parent-delta", weights_sha256=info["sha256"], source_name=info["base"], source_sha256=info["base_sha256"],
+                      recipe={"command": info.get("command", ""), "delta": str(entry.derived_delta)}).to_json()
     target.parent.mkdir(parents=True, exist_ok=True)
     save_model(target, {k: torch.from_numpy(v) for k, v in state.items()}, descriptor, extra_metadata={
         "derived_from": info["base"], "base_sha256": info["base_sha256"], "sha256": info["sha256"],
-        "delta": str(entry.derived_delta), "recipe": info.get("command", ""),
+        "delta": str(entry.derived_delta), "recipe": info.get("command", ""), LINEAGE_KEY: lineage,
     })
     return target

@@ -1,7 +1,8 @@
 """Dashboard tab "Verify a model": is an uploaded SR checkpoint derived from a registered one? (Quan et al.)
 
-Lays out components and calls :mod:`desra.fingerprint`; the fingerprint registry is the workspace's
-``fingerprints.sqlite``, the same one ``desra fingerprint register|verify --workspace`` uses.
+Lays out components and calls :mod:`desra.service.fingerprints` (as ``desra fingerprint register|verify``
+does); the fingerprint registry is the workspace's ``fingerprints.sqlite``, the same one
+``desra fingerprint register|verify --workspace`` uses.
 Registers the ``register_fingerprint`` and ``verify_model`` API endpoints.
 """
 
@@ -73,9 +74,9 @@ def build(ctx: AppContext):
 
 
 def _registry(ctx: AppContext) -> Path:
-    from desra.fingerprint.verify import registry_path
+    from desra.service.fingerprints import registry_file
 
-    return registry_path(ctx.workspace)
+    return registry_file(ctx.workspace)
 
 
 def _names(ctx: AppContext) -> list[str]:
@@ -96,34 +97,28 @@ def _verify(ctx: AppContext, suspect_file, source_name, sigma, p_level, progress
     import gradio as gr
     import pandas as pd
 
-    from desra.core.errors import FingerprintError
-    from desra.fingerprint.pipeline import lineage_report, verify_model
-    from desra.models.checkpoint import load_model
+    from desra.service.fingerprints import verify_suspect
     from ui.common import banner_html, gradio_progress
 
-    if not source_name:
-        raise FingerprintError("no registered source model picked; register one below or with `desra fingerprint register`")
-    model = load_model(_file_path(suspect_file, "suspect"))
-    result = verify_model(
-        model, _registry(ctx), source_name, sigma=float(sigma), p=float(p_level),
+    verification = verify_suspect(
+        _file_path(suspect_file, "suspect"), _registry(ctx), source_name, sigma=float(sigma), p=float(p_level),
         progress=gradio_progress(progress, "optimising the suspect's critical image"),
     )
-    v = result.verdict
+    name, v = verification.suspect.descriptor.name, verification.result.verdict
     text = (
-        f"{model.descriptor.name} is DERIVED from {source_name} (d = {v.distance:.3e} < eta = {v.eta:.3e}, p = {v.p_value:.3g})"
+        f"{name} is DERIVED from {source_name} (d = {v.distance:.3e} < eta = {v.eta:.3e}, p = {v.p_value:.3g})"
         if v.match
-        else f"{model.descriptor.name} is NOT derived from {source_name} (d = {v.distance:.3e} >= eta = {v.eta:.3e}, p = {v.p_value:.3g})"
+        else f"{name} is NOT derived from {source_name} (d = {v.distance:.3e} >= eta = {v.eta:.3e}, p = {v.p_value:.3g})"
     )
     frame = pd.DataFrame({"quantity": ["eta", "distance"], "relative to eta": [1.0, v.distance / v.eta]})
     # The verdict above comes from the fingerprint alone; the metadata's lineage is shown beside it.
-    report = lineage_report(model, result)
     return (
         banner_html(text, kind="ok" if v.match else "warning"),
-        _lineage_markdown(report),
+        _lineage_markdown(verification.lineage),
         gr.BarPlot(value=frame),
-        result.source.critical,
-        result.critical,
-        {**v.to_json(), **report.to_json()},
+        verification.result.source.critical,
+        verification.result.critical,
+        verification.to_json(),
     )
 
 
@@ -143,19 +138,12 @@ def _lineage_markdown(report) -> str:
 def _register(ctx: AppContext, source_file, name, iterations, size, progress):
     import gradio as gr
 
-    from desra.core.errors import ConfigError
     from desra.fingerprint.critical import CriticalConfig
-    from desra.fingerprint.pipeline import fingerprint_model
-    from desra.fingerprint.verify import register_fingerprint
-    from desra.models.checkpoint import load_model
+    from desra.service.fingerprints import register_model
     from ui.common import gradio_progress
 
-    name = (name or "").strip()
-    if not name:
-        raise ConfigError("no name given; type the name to register the source model under")
     path = _file_path(source_file, "source")
-    model = load_model(path)
     config = CriticalConfig(size=int(size), iterations=int(iterations))
-    record = fingerprint_model(name, model, config, source=Path(path).name, progress=gradio_progress(progress, "optimising the critical image"))
-    register_fingerprint(_registry(ctx), record)
-    return f"Registered **{name}** (x{record.scale}, {config.iterations} iterations).", gr.Dropdown(choices=_names(ctx), value=name)
+    record = register_model(path, name, _registry(ctx), config, source=Path(path).name,
+                            progress=gradio_progress(progress, "optimising the critical image"))
+    return f"Registered **{record.name}** (x{record.scale}, {config.iterations} iterations).", gr.Dropdown(choices=_names(ctx), value=record.name)
