@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from desra.core.errors import ConfigError, ImageError, ImageTooLargeError
+from desra.core.errors import ConfigError, ImageError, ImageTooLargeError, PairMismatchError
 
 DEFAULT_MAX_PIXELS = 100_000_000  # pixels (width x height) accepted when neither argument nor env var says otherwise
 # Output pixels (sW x sH) an upscale may allocate, as many as an input may have: 100 MP is 1.2 GB as
@@ -356,7 +356,7 @@ def _check_rgb(rgb: np.ndarray, alpha: np.ndarray | None, path: Path) -> None:
     if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
         raise ImageError(f"cannot write {path}: expected an (H, W, 3) float image in [0, 1], got {getattr(rgb, 'shape', type(rgb))}")
     if alpha is not None and alpha.shape != rgb.shape[:2]:
-        raise ImageError(f"cannot write {path}: alpha {alpha.shape} does not match the image {rgb.shape[:2]}")
+        raise PairMismatchError(f"cannot write {path}: alpha {alpha.shape} does not match the image {rgb.shape[:2]}; pass the alpha of this image")
 
 
 def encode_image(

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from desra.core.errors import ConfigError
+from desra.core.errors import ConfigError, PairMismatchError
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def critical_image(
     for iteration in range(config.iterations):
         restored = module(degrade(x, scale, config.downsample))
         if restored.shape != x.shape:
-            raise ConfigError(
+            raise PairMismatchError(
                 f"model output {tuple(restored.shape)} does not match the critical image {tuple(x.shape)}; "
                 f"is the model's scale really x{scale}?"
             )

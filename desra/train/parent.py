@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from desra.core.errors import CheckpointError, ConfigError
+from desra.core.errors import CheckpointError, ConfigError, DatasetError
 from desra.train.degradations import DegradationConfig
 from desra.train.zoo_config import HELDOUT_PHOTOS
 
@@ -105,7 +105,7 @@ def training_crops(photos: tuple[str, ...], crops_per_photo: int, lr_patch: int,
     for spec in photos:
         image = read_rgb(package_file(spec))
         if min(image.shape[:2]) < hr_patch:
-            raise ConfigError(f"photo {spec} ({image.shape[1]}x{image.shape[0]}) is smaller than the {hr_patch} px HR crop")
+            raise DatasetError(f"photo {spec} ({image.shape[1]}x{image.shape[0]}) is smaller than the {hr_patch} px HR crop; drop it or lower lr_patch")
         for _ in range(crops_per_photo):
             y = int(rng.integers(0, image.shape[0] - hr_patch + 1))
             x = int(rng.integers(0, image.shape[1] - hr_patch + 1))

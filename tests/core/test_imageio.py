@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from desra.core.errors import ImageError, ImageTooLargeError
+from desra.core.errors import ImageError, ImageTooLargeError, PairMismatchError
 from desra.core.imageio import (
     apply_orientation,
     list_images,
@@ -168,6 +168,8 @@ def test_write_refusals(small, tmp_path):
     alpha = np.ones(small.shape[:2], np.float32)
     with pytest.raises(ImageError, match="JPEG cannot store alpha"):
         write_image(tmp_path / "a.jpg", small, alpha=alpha)
+    with pytest.raises(PairMismatchError, match=r"alpha \(63, 96\) does not match the image \(64, 96\)"):
+        write_image(tmp_path / "a.png", small, alpha=alpha[:-1])
     with pytest.raises(ImageError, match="16-bit"):
         write_image(tmp_path / "a.webp", small, bit_depth=16)
     with pytest.raises(ImageError):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from desra.core.errors import ConfigError
+from desra.core.errors import ConfigError, PairMismatchError
 from desra.fingerprint.attacks import finetune, prune_smallest, quantize_int8
 from desra.fingerprint.critical import CriticalConfig, critical_image, degrade
 from desra.fingerprint.features import fingerprint_features
@@ -76,6 +76,9 @@ def test_critical_image_leaves_the_weights_alone(tiny_sr):
 def test_size_must_fit_the_scale(tiny_sr):
     with pytest.raises(ConfigError, match="divisible by the model scale 4"):
         critical_image(tiny_sr(1), 4, CriticalConfig(size=30, iterations=1))
+    # An x4 model declared x2: its output is twice the critical image's side, an LR/SR size mismatch.
+    with pytest.raises(PairMismatchError, match=r"model output \(1, 3, 64, 64\) does not match the critical image \(1, 3, 32, 32\)"):
+        critical_image(tiny_sr(1), 2, CriticalConfig(size=32, iterations=1))
 
 
 def test_independent_models_are_distinguished(tiny_sr):

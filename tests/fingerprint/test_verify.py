@@ -41,7 +41,7 @@ def test_p_value_at_eta_equals_the_level():
 def test_eta_rejects_nonsense_parameters():
     with pytest.raises(ConfigError, match="sigma"):
         eta_threshold(sigma=0)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="0 < p < 1"):
         eta_threshold(p=1.5)
 
 
