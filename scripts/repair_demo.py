@@ -92,11 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="reuse the set and continue the run in --out")
     args = parser.parse_args(argv)
 
-    from desra.detect.pipeline import DetectConfig
-    from desra.models.checkpoint import load_model, load_pair
-    from desra.repair.curated import create_set, open_set, prepare_item
+    from desra.detect.pipeline import DetectConfig, detect_lr
+    from desra.repair.curated import create_set, open_set
     from desra.repair.evaluate_run import evaluate_run
     from desra.repair.finetune import FinetuneConfig, finetune
+    from desra.service.pairs import choose_pair
+    from desra.service.sets import detection_provenance
 
     out = args.out.expanduser().resolve()
     set_dir = out / "set"
@@ -104,21 +105,22 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.resume and (set_dir / "manifest.sqlite").exists()):
         curated = create_set(set_dir, description=f"DeSRA repair demo of {args.pair}")
         if args.gan_model:
-            mse_model, gan_model = load_model(args.mse_model, role="mse"), load_model(args.gan_model, role="gan")
+            models = choose_pair(mse_model=args.mse_model, gan_model=args.gan_model)
         else:
-            mse_model, gan_model = load_pair(args.pair)
+            models = choose_pair(args.pair)
         val = [(name, as_lr(image, args.val_max_lr_side) if args.val_max_lr_side else image) for name, image in val_images()]
         detect_config = DetectConfig(scale_min_area=args.scale_min_area)
         for split, images in (("train", [(Path(s).stem, as_lr(packaged_photo(s), args.max_lr_side)) for s in TRAIN_PHOTOS]),
                               ("val", val)):
             for name, lr in images:
-                mse, gan, mask, source, provenance = prepare_item(lr, mse_model, gan_model, detect_config=detect_config)
-                if split == "train" and not mask.any():
+                detection, mse, gan = detect_lr(lr, models.mse, models.gan, detect_config)
+                if split == "train" and not detection.mask.any():
                     print(f"  train {name}: no artifacts detected, not used", flush=True)
                     continue
-                curated.add(name, lr, mse, gan, mask, mask_source=source, provenance={**provenance, "pair": args.pair},
-                            split=split)
-                print(f"  {split} {name}: {lr.shape[1]}x{lr.shape[0]} LR, {100 * mask.mean():.2f} % flagged", flush=True)
+                curated.add(name, lr, mse, gan, detection.mask, mask_source="detected", split=split,
+                            provenance={**detection_provenance(detection, models), "pair": args.pair})
+                print(f"  {split} {name}: {lr.shape[1]}x{lr.shape[0]} LR, {100 * detection.mask.mean():.2f} % flagged",
+                      flush=True)
     curated = open_set(set_dir)
     print(f"set: {len(curated.items('train'))} train, {len(curated.items('val'))} val items "
           f"({time.time() - started:.0f} s)", flush=True)

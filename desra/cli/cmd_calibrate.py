@@ -39,18 +39,19 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import numpy as np
 
-    from desra.cli.cmd_detect import _models_from_args, progress_callback
+    from desra.cli.shared import progress_callback
     from desra.core.errors import DesraError
     from desra.core.imageio import list_images, list_unsupported_images, read_image
     from desra.detect import semantic
     from desra.detect.calibrate import calibrate, write_class_weights
     from desra.detect.pipeline import DetectConfig
+    from desra.service.pairs import choose_pair
 
     # The segmenter first: without it there is nothing to calibrate, so fail before loading models.
     segmenter = semantic.load_segmenter(args.segmenter, device=args.device)
     if segmenter is None:
         raise DesraError("calibration measures D per semantic class and needs a segmenter; --segmenter none cannot work")
-    mse_model, gan_model, _ = _models_from_args(args)
+    models = choose_pair(args.pair, args.mse_model, args.gan_model, device=args.device)
     paths = list_images(args.images)
     # Images in formats desra does not read (an animated GIF, ...) are named, not skipped quietly.
     unread = list_unsupported_images(args.images)
@@ -61,7 +62,7 @@ def run(args) -> int:
     config = DetectConfig(segment_on=args.segment_on, device=args.device)
     with progress_callback("calibrate") as tick:
         result = calibrate(
-            mse_model, gan_model, (read_image(p).rgb for p in paths), segmenter,
+            models.mse, models.gan, (read_image(p).rgb for p in paths), segmenter,
             degrade=args.degrade, config=config, min_pixels=args.min_pixels, seed=args.seed, tile=args.tile,
             progress=tick, total=len(paths),
         )

@@ -44,7 +44,7 @@ def _report_failures(failures) -> int:
 
 
 def run(args) -> int:
-    from desra.cli.cmd_detect import progress_callback
+    from desra.cli.shared import progress_callback
     from desra.core.errors import ConfigError, DesraError
     from desra.detect.metrics import evaluate_folders, evaluate_removal_folders
 

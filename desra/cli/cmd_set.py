@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 
@@ -29,15 +30,24 @@ def _add(args) -> int:
 
     from desra.core.errors import DatasetError, DesraError
     from desra.core.imageio import list_images, read_image, read_mask
-    from desra.repair.curated import open_set, prepare_item
+    from desra.repair.curated import open_set
+    from desra.service.detection import resolve_semantics
+    from desra.service.pairs import choose_pair
+    from desra.service.sets import add_image
 
     curated = open_set(args.dir)
-    mse_model, gan_model = _load_models(args)
+    models = choose_pair(args.pair, args.mse_model, args.gan_model, device=args.device)
     single = args.lr.is_file()
     files = [args.lr] if single else list_images(args.lr)
     if not files:
         raise DatasetError(f"no images found in {args.lr}")
     config = _detect_config(args)
+    semantics = None
+    if args.mask is None:  # with masks given nothing is detected, so no segmenter is loaded
+        semantics = resolve_semantics(args.segmenter, class_weights=args.class_weights or models.class_weights,
+                                      device=args.device)
+        if semantics.note is not None:
+            print(f"desra: warning: semantic adjustment not used: {semantics.note}", file=sys.stderr)
     failures = []
     for path in tqdm(files, desc="adding", unit="image", disable=len(files) < 2):
         try:
@@ -45,19 +55,15 @@ def _add(args) -> int:
             if args.mask is not None and mask_path is None:
                 raise DatasetError(f"no mask for {path.name} in {args.mask} (looked for {path.stem}.png, {path.stem}_mask.png)")
             label_path = _match(args.label, path.stem, single)
-            lr = read_image(path).rgb
-            mse, gan, mask, source, provenance = prepare_item(
-                lr, mse_model, gan_model, mask=read_mask(mask_path) if mask_path else None,
-                detect_config=config, device=args.device, tile=args.tile,
-            )
-            provenance = {**provenance, "lr_file": str(path.resolve()), "pair": args.pair}
+            provenance = {"lr_file": str(path.resolve())}
             if mask_path:
                 provenance["mask_file"] = str(mask_path.resolve())
-            item = curated.add(
-                path.stem, lr, mse, gan, mask, mask_source=source, provenance=provenance,
-                label=read_mask(label_path) if label_path else None, split=args.split,
+            item = add_image(
+                curated, path.stem, read_image(path).rgb, models, config=config, semantics=semantics,
+                mask=read_mask(mask_path) if mask_path else None, label=read_mask(label_path) if label_path else None,
+                split=args.split, tile=args.tile, provenance=provenance,
             )
-            print(f"added {item.id}  split {item.split}  mask {100 * item.mask_fraction:.2f} % ({source})")
+            print(f"added {item.id}  split {item.split}  mask {100 * item.mask_fraction:.2f} % ({item.mask_source})")
         except DesraError as error:
             if single:
                 raise
@@ -67,28 +73,11 @@ def _add(args) -> int:
     return 2 if failures else 0
 
 
-def _load_models(args):
-    from desra.core.errors import ConfigError, PairMismatchError
-    from desra.models.checkpoint import load_model, load_pair
-
-    if args.pair and (args.mse_model or args.gan_model) or not args.pair and not (args.mse_model and args.gan_model):
-        raise ConfigError("give either --pair NAME or both --mse-model M and --gan-model G")
-    if args.pair:
-        return load_pair(args.pair, device=args.device)
-    mse = load_model(args.mse_model, role="mse", device=args.device)
-    gan = load_model(args.gan_model, role="gan", device=args.device)
-    if mse.descriptor.scale != gan.descriptor.scale:
-        raise PairMismatchError(f"--mse-model is x{mse.descriptor.scale} but --gan-model is x{gan.descriptor.scale}")
-    return mse, gan
-
-
 def _detect_config(args):
-    import dataclasses
-
     from desra.detect.pipeline import DetectConfig
 
     overrides = {k: v for k, v in (("threshold", args.threshold), ("min_area", args.min_area)) if v is not None}
-    return dataclasses.replace(DetectConfig(), **overrides)
+    return DetectConfig(device=args.device, **overrides)
 
 
 def _create(args) -> int:
@@ -148,7 +137,7 @@ def _export(args) -> int:
 
 
 def _import(args) -> int:
-    from desra.repair.curated import import_zip
+    from desra.repair.set_archive import import_zip
 
     curated = import_zip(args.zip, args.dir)
     print(f"imported {len(curated.items(include_deleted=True))} items into {curated.root}")
@@ -157,6 +146,8 @@ def _import(args) -> int:
 
 def register(subparsers) -> None:
     """Add `desra set ...` to the `desra` parser."""
+    from desra.cli.shared import add_segmenter_option
+
     parser = subparsers.add_parser("set", help="curated fine-tune sets (LR, MSE-SR, GAN-SR, mask, pseudo-GT)")
     group = parser.add_subparsers(dest="set_command", metavar="ACTION")
 
@@ -175,6 +166,9 @@ def register(subparsers) -> None:
     p.add_argument("--mask", type=Path, default=None, help="artifact mask PNG at SR size (or a folder, by stem); skips detection")
     p.add_argument("--label", type=Path, default=None, help="labelled mask PNG at SR size (or folder) kept for evaluate-run")
     p.add_argument("--split", choices=("train", "val"), default="train")
+    add_segmenter_option(p)
+    p.add_argument("--class-weights", metavar="TSV", default=None,
+                   help="per-class A_k table (default: the pair's, else the authors' ADE20K table)")
     p.add_argument("--threshold", type=float, default=None, help="detector threshold (default 0.7)")
     p.add_argument("--min-area", type=int, default=None, help="detector minimum region area in SR pixels")
     p.add_argument("--device", default="cpu")

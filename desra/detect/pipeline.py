@@ -191,6 +191,15 @@ def _candidate(mse: np.ndarray, gan: np.ndarray, adjusted: np.ndarray, config: D
     return baselines.ssim_dissimilarity_map(mse, gan, **kw) > config.ssim_threshold
 
 
+def semantics_note(config: DetectConfig, segmenter=None, segmenter_note: str | None = None) -> str | None:
+    """Why the semantic adjustment (Eq. 8-9) does not run with ``config`` and ``segmenter``; None when it runs."""
+    if config.method != "desra":
+        return f"method {config.method!r} does not use semantic adjustment"
+    if segmenter is None:
+        return segmenter_note or "no segmenter given: semantic adjustment skipped (A_k = 1)"
+    return None
+
+
 def detect_artifacts(
     mse: np.ndarray,
     gan: np.ndarray,
@@ -231,13 +240,8 @@ def detect_artifacts(
     labels = None
     adjusted = d
     weights = None
-    note: str | None
-    if config.method != "desra":
-        note = f"method {config.method!r} does not use semantic adjustment"
-    elif segmenter is None:
-        note = segmenter_note or "no segmenter given: semantic adjustment skipped (A_k = 1)"
-    else:
-        note = None
+    note = semantics_note(config, segmenter, segmenter_note)
+    if note is None:
         weights = class_weights or semantic.default_class_weights()
         seen = mse if config.segment_on == "mse" else gan
         labels = semantic.segment(segmenter, seen)[r:-r, r:-r]
@@ -285,6 +289,35 @@ def detect_artifacts(
     )
 
 
+def upscale_pair(
+    lr: np.ndarray,
+    mse_model,
+    gan_model,
+    *,
+    device: str = "cpu",
+    tile: int | None = None,
+    half: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both SR outputs of an LR ``(h, w, 3)`` float32 image: -> (MSE-SR, GAN-SR), ``(s*h, s*w, 3)`` float32 [0, 1]."""
+    from desra.models.checkpoint import check_same_scale
+    from desra.models.inference import upscale
+
+    check_same_scale(mse_model, gan_model)
+    tick = progress or (lambda done, total: None)
+    mse = upscale(mse_model, lr, tile=tile, device=device, half=half)
+    tick(1, 2)
+    gan = upscale(gan_model, lr, tile=tile, device=device, half=half)
+    tick(2, 2)
+    return mse, gan
+
+
+def pair_facts(mse_model, gan_model) -> dict[str, Any]:
+    """What a detection's report says about the models that made its SR outputs: names and scale."""
+    return {"models": {"mse": mse_model.descriptor.name, "gan": gan_model.descriptor.name,
+                       "scale": mse_model.descriptor.scale}}
+
+
 def detect_lr(
     lr: np.ndarray,
     mse_model,
@@ -300,21 +333,10 @@ def detect_lr(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Detection, np.ndarray, np.ndarray]:
     """Run both SR models on an LR ``(h, w, 3)`` float32 image, then detect: -> (Detection, MSE-SR, GAN-SR)."""
-    from desra.models.inference import upscale
-
     config = config or DetectConfig()
-    s_mse, s_gan = mse_model.descriptor.scale, gan_model.descriptor.scale
-    if s_mse != s_gan:
-        raise PairMismatchError(
-            f"MSE model {mse_model.descriptor.name!r} is x{s_mse} but GAN model {gan_model.descriptor.name!r} "
-            f"is x{s_gan}; DeSRA compares a GAN model with the MSE model it was fine-tuned from (same scale)"
-        )
     tick = progress or (lambda done, total: None)
-    mse = upscale(mse_model, lr, tile=tile, device=config.device, half=half)
-    tick(1, 3)
-    gan = upscale(gan_model, lr, tile=tile, device=config.device, half=half)
-    tick(2, 3)
-    info = {"models": {"mse": mse_model.descriptor.name, "gan": gan_model.descriptor.name, "scale": s_mse}}
+    mse, gan = upscale_pair(lr, mse_model, gan_model, device=config.device, tile=tile, half=half,
+                            progress=lambda done, total: tick(done, 3))
     detection = detect_artifacts(
         mse,
         gan,
@@ -322,7 +344,7 @@ def detect_lr(
         segmenter=segmenter,
         class_weights=class_weights,
         segmenter_note=segmenter_note,
-        extra={**info, **(extra or {})},
+        extra={**pair_facts(mse_model, gan_model), **(extra or {})},
     )
     tick(3, 3)
     return detection, mse, gan

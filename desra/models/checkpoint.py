@@ -399,19 +399,14 @@ def load_model(
     return model
 
 
-def load_pair(name: str, *, device: str = "cpu") -> tuple[SRModel, SRModel]:
-    """Load the registered MSE/GAN pair ``name`` -> (mse model, gan model); scales must agree."""
-    from desra.models import registry
-
-    pair = registry.get_pair(name)
-    mse = load_model(pair.mse, role="mse", device=device)
-    gan = load_model(pair.gan, role="gan", device=device)
-    if mse.descriptor.scale != gan.descriptor.scale:
+def check_same_scale(mse: SRModel, gan: SRModel, what: str = "model pair") -> None:
+    """Raise ``PairMismatchError`` unless the MSE and GAN models of a pair upscale by the same factor."""
+    s_mse, s_gan = mse.descriptor.scale, gan.descriptor.scale
+    if s_mse != s_gan:
         raise PairMismatchError(
-            f"pair {name!r}: MSE model {pair.mse} is x{mse.descriptor.scale} but GAN model {pair.gan} "
-            f"is x{gan.descriptor.scale}; both sides of a pair must have the same scale"
+            f"{what}: MSE model {mse.descriptor.name!r} is x{s_mse} but GAN model {gan.descriptor.name!r} is x{s_gan}; "
+            "DeSRA compares a GAN model with the MSE model it was fine-tuned from, so both must have the same scale"
         )
-    return mse, gan
 
 
 # --- writing ----------------------------------------------------------------------------------------

@@ -41,34 +41,3 @@ def rocket_pair(photo):
 def pair_maker():
     """Factory fixture: ``pair_maker(image, boxes, amplitude=0.08, seed=0, blur=0.8)`` -> (mse, gan, gt)."""
     return make_pair
-
-
-def save_tiny_segformer(folder, id2label=None):
-    """A random-init SegFormer (a few thousand parameters) written with save_pretrained: its folder."""
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation
-
-    from desra.detect.semantic import ADE20K_CLASSES
-
-    labels = id2label if id2label is not None else dict(enumerate(ADE20K_CLASSES))
-    config = SegformerConfig(
-        num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()},
-        hidden_sizes=[8, 8, 16, 16], depths=[1, 1, 1, 1], num_attention_heads=[1, 1, 1, 1],
-        decoder_hidden_size=16,
-    )
-    import torch
-
-    torch.manual_seed(0)
-    SegformerForSemanticSegmentation(config).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_segformer(tmp_path_factory):
-    """Folder of a tiny random-init ADE20K-labelled SegFormer (checks loading and resizing, not quality)."""
-    return save_tiny_segformer(tmp_path_factory.mktemp("segformer") / "tiny-ade")
-
-
-@pytest.fixture
-def segformer_saver():
-    """Factory fixture: ``segformer_saver(folder, id2label=None)`` saves a tiny SegFormer there."""
-    return save_tiny_segformer

@@ -6,8 +6,9 @@ import json
 
 import numpy as np
 
-from desra.cli import cmd_detect, main
+from desra.cli import main
 from desra.core.imageio import read_mask, write_image
+from desra.service import detection
 
 
 def _folders(tmp_path, photo, pair_maker):
@@ -31,7 +32,7 @@ def test_folder_run_matches_one_pair_at_a_time_and_reports_the_bad_file(tmp_path
     assert [f["name"] for f in report["failures"]] == ["1_coffee"] and "corrupt or truncated" in report["failures"][0]["error"]
     assert [i["name"] for i in report["images"]] == ["0_astronaut", "2_chelsea", "3_rocket"]
     # Read-ahead off (no pair fits under the limit): the same masks, overlays and regions.
-    monkeypatch.setattr(cmd_detect, "PREFETCH_MAX_PIXELS", 0)
+    monkeypatch.setattr(detection, "PREFETCH_MAX_PIXELS", 0)
     assert main(["detect", "--mse", str(mse_dir), "--gan", str(gan_dir), "--segmenter", "none", "--out", str(tmp_path / "seq")]) == 1
     found = []
     for entry in report["images"]:

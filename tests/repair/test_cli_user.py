@@ -59,7 +59,7 @@ def user_set(tmp_path_factory):
 
 def test_set_create_add_split_builds_the_pseudo_gt_of_each_photo(user_set):
     from desra.core.imageio import read_image
-    from desra.models.checkpoint import load_pair
+    from desra.service.pairs import load_pair
     from desra.models.inference import upscale
     from desra.repair.curated import open_set
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from desra.core.errors import DatasetError, PairMismatchError
-from desra.repair.curated import create_set, import_zip, open_set
+from desra.repair.curated import create_set, open_set
+from desra.repair.set_archive import import_zip
 
 
 def test_items_hold_images_and_pseudo_gt(curated_set):

@@ -31,9 +31,9 @@ from desra.repair.curated import (
     MANIFEST,
     check_item_id,
     create_set,
-    import_zip,
     open_set,
 )
+from desra.repair.set_archive import import_zip
 
 SCALE = 2
 LR = 24  # LR side in pixels: four tiny PNGs per item keep every test under a second
@@ -189,7 +189,7 @@ _RUN_BOUNDED = textwrap.dedent(
     import resource, sys
     resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
     resource.setrlimit(resource.RLIMIT_FSIZE, (32 << 20, 32 << 20))  # a regression is killed by SIGXFSZ
-    from desra.repair.curated import import_zip
+    from desra.repair.set_archive import import_zip
     from desra.core.errors import DatasetError
     try:
         import_zip(sys.argv[1], sys.argv[2])

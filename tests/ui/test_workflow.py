@@ -105,20 +105,20 @@ def test_brushed_correction_is_saved_to_the_curated_set(page, photo_png, model_p
 
 
 def test_short_finetune_reaches_done(page, photo, model_pair, choose, workspace, save_screenshot):
-    from desra.models.checkpoint import load_model, load_pair
-    from desra.repair.curated import create_set, prepare_item
+    from desra.repair.curated import create_set
+    from desra.service.pairs import choose_pair
+    from desra.service.sets import add_image
 
     if model_pair["choice"] == "desra-demo-x4":
-        mse_model, gan_model = load_pair("desra-demo-x4")
+        models = choose_pair("desra-demo-x4")
     else:
-        mse_model, gan_model = load_model(model_pair["mse"], role="mse"), load_model(model_pair["gan"], role="gan")
+        models = choose_pair(mse_model=str(model_pair["mse"]), gan_model=str(model_pair["gan"]))
     curated = create_set(workspace / "sets" / "finetune-test")
     for name, split in (("coffee", "train"), ("astronaut", "val")):
         lr = photo(name)[::8, ::8].copy()
-        mse, gan, _, source, provenance = prepare_item(lr, mse_model, gan_model, mask=np.zeros((lr.shape[0] * 4, lr.shape[1] * 4), bool))
-        mask = np.zeros(mse.shape[:2], bool)
+        mask = np.zeros((lr.shape[0] * 4, lr.shape[1] * 4), bool)
         mask[40:120, 40:160] = True
-        curated.add(name, lr, mse, gan, mask, mask_source=source, provenance=provenance, split=split)
+        add_image(curated, name, lr, models, mask=mask, split=split)
 
     page.get_by_role("tab", name="Repair").click()
     page.get_by_label("Curated set folder (inside the workspace)").fill(str(curated.root))

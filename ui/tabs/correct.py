@@ -88,8 +88,9 @@ def _require(current: dict | None) -> dict:
 
 def _detected_mask(current: dict) -> np.ndarray:
     from desra.core.imageio import read_mask
+    from desra.service.detection import DASHBOARD_NAMES
 
-    return read_mask(Path(current["folder"]) / "mask.png")
+    return read_mask(Path(current["folder"]) / DASHBOARD_NAMES.mask)
 
 
 def _start(current: dict, mask: np.ndarray, name: str) -> tuple[dict[str, Any], str]:

@@ -9,8 +9,6 @@ overlay, ranked regions, downloads.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 import uuid
 from pathlib import Path
@@ -154,7 +152,8 @@ def _detect(
 ):
     from desra.core.errors import ConfigError, DesraError
     from desra.detect.pipeline import DetectConfig
-    from ui.models import pair_models, segmenter_for
+    from desra.service.detection import resolve_semantics
+    from ui.models import pair_models
 
     paths = [Path(p) for p in (uploads or [])] or ([_demo_path(Path(demo).name)] if demo else [])
     if not paths:
@@ -175,15 +174,13 @@ def _detect(
     if not images:
         raise _all_failed(failures)
     progress((0, len(paths)), desc="loading models")
-    mse_model, gan_model = pair_models(pair, mse_file, gan_file)  # a bad pair fails every image: one error
-    segmenter, segmenter_note = segmenter_for(segmenter_spec)
+    models = pair_models(pair, mse_file, gan_file)  # a bad pair fails every image: one error
+    semantics = resolve_semantics(segmenter_spec, class_weights=models.class_weights)
     run_dir = ctx.detections_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     results = []
     for index, (path, lr) in enumerate(images):
         try:
-            results.append(
-                _detect_one(path, lr, run_dir, mse_model, gan_model, config, segmenter, segmenter_note, pair, index, len(images), progress)
-            )
+            results.append(_detect_one(path, lr, run_dir, models, config, semantics, pair, index, len(images), progress))
         except DesraError as error:
             failures.append((path.name, error))
     if not results:
@@ -228,49 +225,40 @@ def _read(path: Path):
         raise type(error)(str(error).replace(str(path), path.name)) from error
 
 
-def _detect_one(path, lr, run_dir, mse_model, gan_model, config, segmenter, segmenter_note, pair, index, count, progress) -> dict:
-    """Detect on one LR image ``lr`` (read from ``path``), write every output into ``run_dir``; returns the result record."""
-    from desra.core.atomic import atomic_write_text
-    from desra.core.imageio import write_image, write_mask
-    from desra.detect import visualize
+def _detect_one(path, lr, run_dir, models, config, semantics, pair, index, count, progress) -> dict:
+    """Detect on one LR image ``lr`` (read from ``path``), write every output into ``run_dir``; returns the result record.
+
+    The detection's files are the ones `desra detect` writes, under the dashboard's names
+    (``desra.service.detection.DASHBOARD_NAMES``); the LR and SR images and a labelme JSON of the
+    mask sit beside them for the slider, the Correct tab and the downloads.
+    """
+    from desra.core.imageio import write_image
     from desra.detect.labelme_io import write_labelme
     from desra.detect.pipeline import detect_lr
-    from desra.detect.semantic import ADE20K_CLASSES
-    from ui.common import gradio_progress, write_picture
+    from desra.service.detection import DASHBOARD_NAMES, write_detection
+    from desra.service.sets import detection_provenance
+    from ui.common import gradio_progress
 
     name = path.stem
     detection, mse, gan = detect_lr(
-        lr, mse_model, gan_model, config, segmenter=segmenter, segmenter_note=segmenter_note,
-        extra={"image": path.name, "pair": pair},
+        lr, models.mse, models.gan, config, extra={"image": path.name, "pair": pair},
         progress=gradio_progress(progress, f"{name} ({index + 1}/{count}): MSE-SR, GAN-SR, D map"),
+        **semantics.detect_kwargs(),
     )
     folder = run_dir / f"{index + 1:02d}-{name}"  # two uploads may share a name
     folder.mkdir(parents=True, exist_ok=True)
     write_image(folder / "lr.png", lr)
     write_image(folder / "mse.png", mse)
     write_image(folder / "gan.png", gan)
-    write_mask(folder / "mask.png", detection.mask)
     write_labelme(folder / f"{name}.json", detection.mask, "gan.png")
-    write_picture(folder / "heatmap.png", visualize.heatmap(detection.d))
-    write_picture(folder / "overlay.png", visualize.overlay(gan, detection.mask))
-    if detection.labels is not None:
-        write_picture(folder / "semantic.png", visualize.semantic_legend(detection.labels, ADE20K_CLASSES))
+    provenance = {**detection_provenance(detection, models), "source": path.name}
+    write_detection(folder, DASHBOARD_NAMES, detection, gan, name=name, extra={"provenance": provenance})
     note = detection.semantics_note or ""
-    provenance = {
-        "pair": pair,
-        "models": {"mse": mse_model.descriptor.to_dict(), "gan": gan_model.descriptor.to_dict()},
-        "detect_config": dataclasses.asdict(config),
-        "semantics_used": bool(detection.semantics_used),
-        "semantics_note": note,
-        "source": path.name,
-    }
-    report = {**detection.to_json(), "provenance": provenance}
-    atomic_write_text(folder / "report.json", json.dumps(report, indent=2, default=str))
     return {
         "folder": str(folder),
         "key": f"{index + 1}. {name}",
         "name": name,
-        "scale": mse_model.descriptor.scale,
+        "scale": models.scale,
         "flagged": detection.flagged_fraction,
         "regions": [region.to_json() for region in detection.regions],
         "semantics_used": bool(detection.semantics_used),
@@ -281,6 +269,7 @@ def _detect_one(path, lr, run_dir, mse_model, gan_model, config, segmenter, segm
 
 def _views(result: dict) -> list:
     """Banner, slider pair, heat map, semantic map (None without semantics), overlay, region rows and downloads of one result."""
+    from desra.service.detection import DASHBOARD_NAMES as names
     from ui.common import banner_html
 
     folder = Path(result["folder"])
@@ -289,7 +278,7 @@ def _views(result: dict) -> list:
         if not result["semantics_used"]
         else banner_html(f"Semantic adjustment on ({result['name']}).", kind="ok")
     )
-    semantic = folder / "semantic.png"
+    semantic = folder / names.semantic
     rows = [
         [r["id"], *r["bbox"], r["area"], round(r["mean_d"], 3), round(r["prominence"], 4),
          ", ".join(f"{c['name']} {c['fraction']:.0%}" for c in r["classes"])]
@@ -298,11 +287,11 @@ def _views(result: dict) -> list:
     return [
         banner,
         (str(folder / "mse.png"), str(folder / "gan.png")),
-        str(folder / "heatmap.png"),
+        str(folder / names.heatmap),
         str(semantic) if semantic.exists() else None,
-        str(folder / "overlay.png"),
+        str(folder / names.overlay),
         rows,
-        [str(folder / "mask.png"), str(folder / f"{result['name']}.json"), str(folder / "report.json")],
+        [str(folder / names.mask), str(folder / f"{result['name']}.json"), str(folder / names.json)],
     ]
 
 

@@ -107,8 +107,9 @@ def _evaluate(ctx, uploads, label_files, pair, mse_file, gan_file, methods, segm
     from desra.core.imageio import read_image, write_image, write_mask
     from desra.detect.metrics import evaluate_folders
     from desra.detect.pipeline import DetectConfig, detect_artifacts, detect_lr
+    from desra.service.detection import resolve_semantics
     from ui.common import banner_html, gradio_progress
-    from ui.models import pair_models, segmenter_for
+    from ui.models import pair_models
 
     paths = [Path(p) for p in uploads or []]
     if not paths or not label_files:
@@ -122,14 +123,14 @@ def _evaluate(ctx, uploads, label_files, pair, mse_file, gan_file, methods, segm
     label_dir.mkdir(parents=True)
     for label in label_files:
         shutil.copy(label, label_dir / Path(label).name)
-    mse_model, gan_model = pair_models(pair, mse_file, gan_file)
-    segmenter, note = segmenter_for(segmenter_spec)
+    models = pair_models(pair, mse_file, gan_file)
+    semantics = resolve_semantics(segmenter_spec, class_weights=models.class_weights)
     base = DetectConfig(scale_min_area=bool(scale_area))
     semantics_off = None
     for index, path in enumerate(paths):
         lr = read_image(path).rgb
         detection, mse, gan = detect_lr(
-            lr, mse_model, gan_model, base.replace(method=methods[0]), segmenter=segmenter, segmenter_note=note,
+            lr, models.mse, models.gan, base.replace(method=methods[0]), **semantics.detect_kwargs(),
             progress=gradio_progress(progress, f"{path.stem} ({index + 1}/{len(paths)}): SR and {methods[0]}"),
         )
         (run_dir / "gan").mkdir(exist_ok=True)
@@ -137,7 +138,7 @@ def _evaluate(ctx, uploads, label_files, pair, mse_file, gan_file, methods, segm
         for method in methods:
             if method != methods[0]:
                 progress((index, len(paths)), desc=f"{path.stem}: {method}")
-                detection = detect_artifacts(mse, gan, base.replace(method=method), segmenter=segmenter, segmenter_note=note)
+                detection = detect_artifacts(mse, gan, base.replace(method=method), **semantics.detect_kwargs())
             if method == "desra" and not detection.semantics_used:
                 semantics_off = detection.semantics_note
             (run_dir / method).mkdir(exist_ok=True)

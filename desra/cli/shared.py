@@ -1,0 +1,62 @@
+"""What several commands share: progress bars (the library's ``progress(done, total)`` drawn with tqdm
+on stderr) and the ``--segmenter`` option, spelled and defaulted alike wherever detection runs."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+
+def add_segmenter_option(parser) -> None:
+    """Add ``--segmenter ID|PATH|none`` (default ``b5``) to an argparse parser."""
+    from desra.service.detection import DEFAULT_SEGMENTER
+
+    parser.add_argument("--segmenter", default=DEFAULT_SEGMENTER, metavar="ID|PATH|none",
+                        help="SegFormer hub id, local folder, 'b5' (default, the authors'), 'b0' (fast) or 'none'")
+
+
+class _NoBar:
+    """What progress_bar gives for one item: a bar that draws nothing (and tqdm is not imported)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, count: int = 1) -> None:
+        """Count ``count`` more items done."""
+        self.n += count
+
+    def close(self) -> None:
+        """Nothing to clear."""
+
+
+def progress_bar(total: int, desc: str):
+    """A tqdm bar on stderr (shown only for more than one item)."""
+    if total <= 1:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def progress_callback(desc: str):
+    """Yield a library-style ``progress(done, total)`` callback drawing a tqdm bar on stderr."""
+    bar = None
+
+    def tick(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = progress_bar(total, desc)
+        bar.update(done - bar.n)
+
+    try:
+        yield tick
+    finally:
+        if bar is not None:
+            bar.close()
