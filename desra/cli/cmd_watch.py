@@ -1,0 +1,106 @@
+"""``desra watch``: continual repair of a watched folder (detect on arrival, repair when artifacts gather).
+
+    desra watch start DIR --pair NAME --workspace WS [--repair-after N] [--iters I] [--segmenter ...]
+    desra watch status --workspace WS [--json]
+    desra watch rollback VERSION --workspace WS
+    desra watch promote VERSION --workspace WS
+
+``start`` runs until killed and continues where it stopped when started again; see docs/watch.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    """Add ``desra watch`` to the parser."""
+    from desra.core.paths import default_workspace
+
+    p = subparsers.add_parser("watch", help="continual repair: detect on arrival, repair when artifacts gather",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="watch_command", metavar="ACTION", required=True)
+    workspace = {"default": None, "metavar": "WS", "help": f"workspace folder (default {default_workspace()})"}
+
+    s = sub.add_parser("start", help="watch a folder (and its subfolders) until killed; restartable")
+    s.add_argument("dir", metavar="DIR", help="folder to watch")
+    s.add_argument("--pair", required=True, metavar="NAME", help="registered model pair whose GAN model is repaired")
+    s.add_argument("--workspace", **workspace)
+    s.add_argument("--repair-after", type=int, default=20, metavar="N", help="artifact images that start a repair round (default 20)")
+    s.add_argument("--iters", type=int, default=1000, metavar="I", help="fine-tune iterations per round (default 1000, the paper's)")
+    s.add_argument("--segmenter", default="b5", metavar="ID|PATH|none", help="as `desra detect --segmenter` (default b5)")
+    s.add_argument("--min-removal", type=float, default=0.75, metavar="R",
+                   help="removal rate a repair needs to be promoted (default 0.75, the paper's Real-ESRGAN repair)")
+    s.add_argument("--holdout", type=float, default=0.25, metavar="F", help="share of a round's images held out for its evaluation (default 0.25)")
+    s.add_argument("--lr", type=float, default=1e-4, help="fine-tune learning rate (default 1e-4)")
+    s.add_argument("--patch", type=int, default=64, help="fine-tune HR crop size (default 64, CPU-sized; the paper: 256)")
+    s.add_argument("--batch", type=int, default=4, help="fine-tune crops per iteration (default 4)")
+    s.add_argument("--settle", type=float, default=2.0, metavar="S", help="seconds a file must stay unchanged before it is read (default 2)")
+    s.add_argument("--fingerprint-iters", type=int, default=5000, metavar="K",
+                   help="critical-image steps of the derivation check (default 5000, Quan et al.)")
+    s.add_argument("--poll", type=float, default=1.0, metavar="S", help="seconds between scans when idle (default 1)")
+    s.add_argument("--until-idle", action="store_true", help="exit once every file is decided and no round is in flight (scripts)")
+    s.set_defaults(func=run_start)
+
+    st = sub.add_parser("status", help="what the watch has seen and done")
+    st.add_argument("--workspace", **workspace)
+    st.add_argument("--json", action="store_true", help="print the status as JSON")
+    st.set_defaults(func=run_status)
+
+    for action, text in (("rollback", "make an earlier version current again"), ("promote", "promote a repaired version by hand")):
+        a = sub.add_parser(action, help=text)
+        a.add_argument("version", type=int, metavar="VERSION")
+        a.add_argument("--workspace", **workspace)
+        a.set_defaults(func=run_change, action=action)
+
+
+def _workspace(args) -> str:
+    from desra.core.paths import default_workspace
+
+    return args.workspace or str(default_workspace())
+
+
+def run_start(args) -> int:
+    """Handler of ``desra watch start``."""
+    from desra.service import watch
+
+    watch.start(
+        args.dir, pair=args.pair, workspace=_workspace(args), until_idle=args.until_idle, poll_s=args.poll,
+        note=lambda line: print(f"desra watch: {line}", flush=True),
+        repair_after=args.repair_after, iters=args.iters, segmenter=args.segmenter, min_removal=args.min_removal,
+        holdout=args.holdout, lr=args.lr, patch=args.patch, batch=args.batch, settle_s=args.settle,
+        fingerprint_iters=args.fingerprint_iters,
+    )
+    return 0
+
+
+def _print_status(report: dict) -> None:
+    print(f"images: {report['images']} ({report['artifact_images']} with artifacts, {report['clean_images']} clean), "
+          f"{report['failed']} files could not be read; current model version {report['current_version']}")
+    for r in report["rounds"]:
+        metrics = "" if r["removal"] is None else f" removal {100 * r['removal']:.1f} %, addition {100 * r['addition']:.1f} %;"
+        print(f"round {r['version']}: {r['state']};{metrics} {r['reason'] or ''}".rstrip())
+
+
+def run_status(args) -> int:
+    """Handler of ``desra watch status``."""
+    from desra.service import watch
+
+    report = watch.status(_workspace(args))
+    if args.json:
+        json.dump(report, sys.stdout)
+        print()
+    else:
+        _print_status(report)
+    return 0
+
+
+def run_change(args) -> int:
+    """Handler of ``desra watch rollback`` and ``desra watch promote``."""
+    from desra.service import watch
+
+    report = (watch.rollback if args.action == "rollback" else watch.promote)(_workspace(args), args.version)
+    _print_status(report)
+    return 0
