@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "jobs",
     "fingerprint",
     "attribute",
+    "watch",
 )
 
 
