@@ -254,3 +254,71 @@ def detect_e2e(ctx: BenchContext) -> list[BenchResult]:
         BenchResult("e2e_work_ratio", naive_cpu / cli_cpu, "x", params, "CPU seconds, naive / desra"),
         BenchResult("mask_pixels_differing", differing, "px", params, "desra's mask against the script's"),
     ]
+
+
+def engine_photos(folder, count: int, side: int = 64) -> list:
+    """Write ``count`` LR crops (side x side px) of scikit-image's real photos into ``folder``: their paths."""
+    from pathlib import Path
+
+    import skimage.data
+
+    from desra.core.imageio import write_image
+
+    photos = [getattr(skimage.data, name)().astype("float32") / 255.0 for name in ("astronaut", "coffee", "chelsea", "rocket")]
+    paths = []
+    for i in range(count):
+        image = photos[i % len(photos)]
+        step = i // len(photos)  # each photo is cut at successive places along its diagonal
+        y = (step * side // 2) % (image.shape[0] - side)
+        x = (step * side) % (image.shape[1] - side)
+        paths.append(Path(folder) / f"{i:03d}.png")
+        write_image(paths[-1], image[y : y + side, x : x + side])
+    return paths
+
+
+@register_benchmark("detect-engines", "batch detection of 50 LR crops through the embedded pair: images/s of the "
+                    "local engine and of the Ray engine (a local Ray on this machine's cores)")
+def detect_engines(ctx: BenchContext) -> list[BenchResult]:
+    """Both engines on the same folder (SR x4 of 64x64 crops, D map, morphology, every default output, no SegFormer)."""
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from desra.detect.pipeline import DetectConfig
+    from desra.service.detection import detect_folder, lr_batch, resolve_semantics
+    from desra.service.pairs import choose_pair
+    from desra.service.ray_engine import RayOptions, detect_folder_ray, ray_session
+
+    count = 10 if ctx.quick else 50
+    config = DetectConfig(device=ctx.device)
+    models = choose_pair("desra-demo-x4", device=ctx.device)
+    semantics = resolve_semantics("none", device=ctx.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "lr").mkdir()
+        engine_photos(tmp / "lr", count)
+        batch = lr_batch(tmp / "lr", models)
+        detect_folder(batch, tmp / "warm-up", config, semantics, models=models)  # page cache, first-call costs
+        start = time.perf_counter()
+        detect_folder(batch, tmp / "local", config, semantics, models=models)
+        local_s = time.perf_counter() - start
+        finished: list[float] = []
+        start = time.perf_counter()
+        with ray_session(RayOptions()) as ray:
+            up_s = time.perf_counter() - start
+            detect_folder_ray(batch, tmp / "ray", config, semantics, models=models,
+                              progress=lambda done, total: finished.append(time.perf_counter()))
+            ray_s = time.perf_counter() - start
+            cpus = int(ray.cluster_resources().get("CPU", 0))
+    steady = (len(finished) - 1) / (finished[-1] - finished[0]) if len(finished) > 1 and finished[-1] > finished[0] else float("nan")
+    params = {"images": count, "lr": "64x64", "sr": "256x256", "pair": "desra-demo-x4", "device": ctx.device, "ray_cpus": cpus}
+    return [
+        BenchResult("local_images_per_s", count / local_s, "img/s", params, "desra detect's loop in this process"),
+        BenchResult("ray_images_per_s", count / ray_s, "img/s", params,
+                    "Ray Data pipeline incl. starting a local Ray and its actors (one SR, one detect pool)"),
+        BenchResult("ray_images_per_s_cluster_up", count / (ray_s - up_s), "img/s", params,
+                    "the same, counted from a Ray already up (actor start-up included)"),
+        BenchResult("ray_images_per_s_streaming", steady, "img/s", params,
+                    "from the first image out to the last: the pipeline's rate once its actors are up"),
+        BenchResult("ray_start", up_s, "s", params, "ray.init of a local Ray here"),
+    ]
