@@ -88,7 +88,8 @@ def _against_ncnn(ctx: BenchContext, model_id: str, photo) -> list[BenchResult]:
     from desra.core.errors import DependencyError
     from desra.models.checkpoint import build_from_state_dict
     from desra.models.inference import upscale
-    from desra.models.ncnn_import import NcnnRunner, import_files, package_files
+    from desra.models.ncnn_import import import_files, package_files
+    from desra.models.ncnn_runner import NcnnRunner
     from desra.models.registry import get_model
 
     entry = get_model(model_id)

@@ -9,12 +9,8 @@ import pytest
 from PIL import Image
 
 from desra.core.errors import ImageError
-from desra.core.imageio import (
-    encode_image,
-    encode_png_uint8,
-    read_image,
-    write_png_uint8,
-)
+from desra.core.imageio import encode_image, read_image
+from desra.core.png import encode_png_uint8, write_png_uint8
 from desra.detect import visualize
 
 

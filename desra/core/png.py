@@ -1,0 +1,139 @@
+"""PNG at the byte level, where Pillow is not enough: a completeness check for reads and a fast lossless writer.
+
+:func:`check_png_complete` catches a PNG whose image data ends cleanly before its last row (Pillow
+pads such a file with black rows); :func:`encode_png_uint8` writes the pictures desra makes itself
+(overlays, masks, legends) with about 6x less CPU than Pillow's default encoder. Everything else
+about images (formats, layouts, limits) is :mod:`desra.core.imageio`'s.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from desra.core.errors import ImageError
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+# Adam7 passes: (x start, y start, x step, y step)
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_expected_bytes(width: int, height: int, depth: int, colour: int, interlace: int) -> int:
+    """Bytes of filtered scanlines a complete PNG image decompresses to (filter byte + packed samples per row)."""
+    bits = depth * _PNG_CHANNELS.get(colour, 4)
+
+    def rows(w: int, h: int) -> int:
+        return 0 if w == 0 or h == 0 else h * (1 + (w * bits + 7) // 8)
+
+    if interlace != 1:
+        return rows(width, height)
+    return sum(
+        rows(max(0, -(-(width - x0) // dx)), max(0, -(-(height - y0) // dy))) for x0, y0, dx, dy in _ADAM7
+    )
+
+
+def check_png_complete(path: Path) -> None:
+    """ImageError unless the PNG's IDAT data inflates to every row the header declares.
+
+    Pillow accepts a PNG whose zlib stream ends early but cleanly (it pads the missing rows with
+    black); counting the inflated bytes, without keeping them, catches it. The file is read chunk
+    by chunk, and inflated at most 1 MiB at a time, so memory stays small for any image size.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(33)
+        if len(head) < 33 or head[12:16] != b"IHDR":
+            raise ImageError(f"{path} is corrupt or truncated (no PNG header)")
+        width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
+        expected = _png_expected_bytes(width, height, depth, colour, interlace)
+        inflater, produced = zlib.decompressobj(), 0
+        try:
+            while produced <= expected:
+                header = handle.read(8)
+                if len(header) < 8:
+                    break
+                length, kind = struct.unpack(">I4s", header)
+                if kind == b"IEND":
+                    break
+                if kind != b"IDAT":
+                    handle.seek(length + 4, os.SEEK_CUR)  # data and CRC
+                    continue
+                remaining = length
+                while remaining and produced <= expected:
+                    block = handle.read(min(remaining, 1 << 20))
+                    if not block:
+                        break
+                    remaining -= len(block)
+                    while block and produced <= expected:
+                        # max_length keeps memory bounded whatever the compression ratio (no zip bomb).
+                        produced += len(inflater.decompress(block, 1 << 20))
+                        block = inflater.unconsumed_tail
+                handle.seek(remaining + 4, os.SEEK_CUR)
+        except zlib.error as error:
+            raise ImageError(f"{path} is corrupt or truncated (its image data does not inflate: {error})") from None
+    if produced < expected:
+        rows = produced * height // max(expected, 1)
+        raise ImageError(
+            f"{path} is truncated: its image data holds about {rows} of its {height} rows "
+            f"({produced} of {expected} bytes); re-export or re-download the file"
+        )
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_BAND_BYTES = 4 << 20  # filtered bytes per independently deflated band of rows
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
+def encode_png_uint8(array: np.ndarray, *, threads: int | None = None) -> bytes:
+    """Encode an ``(H, W)`` grey or ``(H, W, 3)`` RGB uint8 array as a lossless 8-bit PNG, fast.
+
+    For pictures desra makes itself (overlays, masks, legends): every row Up-filtered, deflated at
+    zlib level 1 in RLE mode, in bands of about 4 MB of rows shared out to ``threads`` threads
+    (default: the CPUs here) and joined into one zlib stream as pigz does (each band but the last
+    ends on a sync flush). About 6x less CPU than Pillow's default (level 6, adaptive filters) on a noisy
+    2048x2048 overlay for a file within a few percent of its size; the pixels are the same, PNG
+    being lossless whatever the compression settings.
+    """
+    array = np.asarray(array)
+    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3) or 0 in array.shape:
+        raise ImageError(f"expected an (H, W) or (H, W, 3) uint8 array to write as PNG, got {array.dtype} {array.shape}")
+    h, w = array.shape[:2]
+    rows = np.ascontiguousarray(array).reshape(h, -1)
+    raw = np.empty((h, rows.shape[1] + 1), np.uint8)
+    raw[:, 0] = 2  # filter type Up; above the first row PNG counts zeros, so it is stored as it is
+    raw[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])  # uint8 wraps modulo 256, as PNG's filters do
+    # The bands depend on the image alone (one per 4 MB of filtered rows), so the bytes are the same
+    # on every machine and thread count; the threads only share the bands out.
+    bands = [band for band in np.array_split(raw, min(h, max(1, raw.nbytes // _PNG_BAND_BYTES))) if band.size]
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+    def deflate(i: int) -> bytes:
+        compressor = zlib.compressobj(1, zlib.DEFLATED, -15, 9, zlib.Z_RLE)  # raw deflate: one header below
+        return compressor.compress(bands[i]) + compressor.flush(zlib.Z_FINISH if i == len(bands) - 1 else zlib.Z_SYNC_FLUSH)
+
+    if len(bands) > 1 and threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(threads, len(bands))) as pool:  # zlib releases the GIL while it deflates
+            parts = list(pool.map(deflate, range(len(bands))))
+    else:
+        parts = [deflate(i) for i in range(len(bands))]
+    stream = b"".join([b"\x78\x01", *parts, struct.pack(">I", zlib.adler32(raw))])
+    header = struct.pack(">IIBBBBB", w, h, 8, 0 if array.ndim == 2 else 2, 0, 0, 0)
+    return b"".join([_PNG_SIGNATURE, _png_chunk(b"IHDR", header), _png_chunk(b"IDAT", stream), _png_chunk(b"IEND", b"")])
+
+
+def write_png_uint8(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write an ``(H, W)`` or ``(H, W, 3)`` uint8 array atomically as a lossless PNG (:func:`encode_png_uint8`)."""
+    from desra.core.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, encode_png_uint8(array))
+    return Path(path)
