@@ -9,7 +9,7 @@ from pathlib import Path
 def _run(args) -> int:
     from tqdm import tqdm
 
-    from desra.repair.evaluate_run import evaluate_run
+    from desra.repair.evaluate_run import evaluate_run, evaluation_dir, percent
 
     bar = tqdm(desc="evaluating", unit="image")
 
@@ -25,14 +25,11 @@ def _run(args) -> int:
         print(json.dumps(report, indent=2))
         return 0
 
-    def pct(value):
-        return "n/a" if value is None else f"{100 * value:.1f} %"
-
     print(f"{report['items']} {report['split']} items ({report['items_with_artifacts']} with artifacts)")
-    print(f"IoU before {pct(report['iou_before'])} -> after {pct(report['iou_after'])} (drop {pct(report['iou_drop'])})")
-    print(f"removal rate {pct(report['removal_rate'])} ({report['removed']}/{report['artifacts']}), "
-          f"addition rate {pct(report['addition_rate'])} ({report['images_with_additions']}/{report['items']})")
-    print(f"report: {(args.report_dir or Path(report['run']) / 'evaluation') / 'report.md'}")
+    print(f"IoU before {percent(report['iou_before'])} -> after {percent(report['iou_after'])} (drop {percent(report['iou_drop'])})")
+    print(f"removal rate {percent(report['removal_rate'])} ({report['removed']}/{report['artifacts']}), "
+          f"addition rate {percent(report['addition_rate'])} ({report['images_with_additions']}/{report['items']})")
+    print(f"report: {(args.report_dir or evaluation_dir(report['run'])) / 'report.md'}")
     return 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from desra.train.losses import GAN_KINDS
+
 
 def _run(args) -> int:
     import warnings
@@ -13,14 +15,9 @@ def _run(args) -> int:
     from desra.repair.finetune import FinetuneConfig, finetune
     from desra.train.distributed import launch_rank
 
-    config = FinetuneConfig(
-        set_dir=str(args.set), out=str(args.out), pair=args.pair, model=args.model, disc=args.disc,
-        iters=args.iters, lr=args.lr, patch=args.patch, batch=args.batch, save_every=args.save_every,
-        device=args.device, seed=args.seed, l1_weight=args.l1_weight, percep_weight=args.percep_weight,
-        gan_weight=args.gan_weight, gan_kind=args.gan_kind, amp=not args.no_amp,
-    )
+    config = FinetuneConfig.from_flags(vars(args))  # flags left out keep the type's defaults
     main = launch_rank() == 0  # under torchrun only rank 0 reports; the others train silently
-    bar = tqdm(total=args.iters, desc="fine-tune", unit="it", disable=not main)
+    bar = tqdm(total=config.iters, desc="fine-tune", unit="it", disable=not main)
 
     def on_event(event: dict) -> None:
         if "losses" in event:
@@ -47,6 +44,7 @@ def _run(args) -> int:
 
 def register(subparsers) -> None:
     """Add `desra finetune` to the `desra` parser."""
+    # Flags left out are None: FinetuneConfig.from_flags fills in the one set of defaults, the type's.
     p = subparsers.add_parser(
         "finetune", help="DeSRA fine-tune of a GAN-SR model on a curated set (Sec. 3.3)",
         description="DeSRA fine-tune of a GAN-SR model on a curated set's pseudo-GT (Sec. 3.3). "
@@ -57,19 +55,19 @@ def register(subparsers) -> None:
     source.add_argument("--pair", default=None, help="registered pair; its GAN side is fine-tuned")
     source.add_argument("--model", default=None, metavar="GAN_CKPT", help="GAN-SR checkpoint to fine-tune")
     p.add_argument("--disc", default=None, metavar="D_CKPT", help="discriminator checkpoint (default: the pair's, else a fresh one, with a warning)")
-    p.add_argument("--iters", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--patch", type=int, default=256, help="HR crop size (LR crop = patch / scale)")
-    p.add_argument("--batch", type=int, default=4,
+    p.add_argument("--iters", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--patch", type=int, default=None, help="HR crop size (LR crop = patch / scale)")
+    p.add_argument("--batch", type=int, default=None,
                    help="crops per iteration PER PROCESS: under torchrun the global batch is N x this (as basicsr's batch_size_per_gpu)")
-    p.add_argument("--save-every", type=int, default=100, help="checkpoint + preview interval")
-    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
+    p.add_argument("--save-every", type=int, default=None, help="checkpoint + preview interval")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N | auto")
     p.add_argument("--out", type=Path, required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest good checkpoint")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--l1-weight", type=float, default=1.0)
-    p.add_argument("--percep-weight", type=float, default=1.0, help="discriminator feature matching (download-free perceptual term)")
-    p.add_argument("--gan-weight", type=float, default=0.1)
-    p.add_argument("--gan-kind", default="vanilla", choices=("vanilla", "ragan", "hinge"))
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--l1-weight", type=float, default=None)
+    p.add_argument("--percep-weight", type=float, default=None, help="discriminator feature matching (download-free perceptual term)")
+    p.add_argument("--gan-weight", type=float, default=None)
+    p.add_argument("--gan-kind", default=None, choices=GAN_KINDS)
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     p.set_defaults(func=_run)

@@ -8,9 +8,8 @@ from pathlib import Path
 
 def _store(args):
     from desra.core.jobs import JobStore
-    from desra.core.paths import default_workspace
 
-    return JobStore(args.workspace or default_workspace())
+    return JobStore(_workspace(args))
 
 
 def _print_job(job, as_json: bool) -> None:
@@ -42,17 +41,25 @@ def _parse_params(pairs: list[str], params_json: str | None) -> dict:
     return params
 
 
+def _workspace(args):
+    from desra.core.paths import default_workspace
+
+    return args.workspace or default_workspace()
+
+
 def _submit(args) -> int:
-    store = _store(args)
-    job = store.submit(args.kind, _parse_params(args.param, args.params_json), device=args.device)
-    if args.start_workers:
-        store.ensure_workers()
+    from desra.service.jobs import submit_job
+
+    job = submit_job(_workspace(args), args.kind, _parse_params(args.param, args.params_json), device=args.device,
+                     start_workers=args.start_workers)
     _print_job(job, args.json)
     return 0
 
 
 def _list(args) -> int:
-    jobs = _store(args).list(state=args.state)
+    from desra.service.jobs import list_jobs
+
+    jobs = list_jobs(_workspace(args), state=args.state)
     if args.json:
         print(json.dumps([j.to_json() for j in jobs], indent=2))
     for job in [] if args.json else jobs:
@@ -61,11 +68,11 @@ def _list(args) -> int:
 
 
 def _status(args) -> int:
-    store = _store(args)
-    store.recover()
-    job = store.status(args.job)
+    from desra.service.jobs import job_events, job_status
+
+    job = job_status(_workspace(args), args.job)
     _print_job(job, args.json)
-    events = store.events(job.id)
+    events = job_events(_workspace(args), job.id)
     if events and not args.json:
         last = events[-1]
         print(f"last event: {json.dumps(last)}")
@@ -73,16 +80,16 @@ def _status(args) -> int:
 
 
 def _cancel(args) -> int:
-    _print_job(_store(args).cancel(args.job), False)
+    from desra.service.jobs import cancel_job
+
+    _print_job(cancel_job(_workspace(args), args.job), False)
     return 0
 
 
 def _resume(args) -> int:
-    store = _store(args)
-    job = store.resume(args.job)
-    if args.start_workers:
-        store.ensure_workers()
-    _print_job(job, False)
+    from desra.service.jobs import resume_job
+
+    _print_job(resume_job(_workspace(args), args.job, start_workers=args.start_workers), False)
     return 0
 
 
@@ -109,9 +116,8 @@ def _log(args) -> int:
 
 def _worker(args) -> int:
     from desra.core.job_runner import run_worker
-    from desra.core.paths import default_workspace
 
-    run_worker(args.workspace or default_workspace(), args.device, drain=args.drain)
+    run_worker(_workspace(args), args.device, drain=args.drain)
     return 0
 
 

@@ -13,6 +13,10 @@ in full (``--out=VALUE``), so a value can never be read as another flag.
 Path roles: ``read`` (a file or folder the job reads), ``write`` (where it writes), ``model`` (a
 registered model id, else a checkpoint file it reads), ``segmenter`` (``b5``/``b0``/``none``, a
 hub id, else a folder it reads), ``pair`` (a registered pair name).
+
+The ``finetune`` kind's settings are not a second field list: :data:`FinetuneJob` is made from the
+flag fields of :class:`desra.repair.finetune.FinetuneConfig` (:func:`job_settings_of`), the one
+fine-tune settings type. :func:`workspace_confinement` is the dashboard's sandbox.
 """
 
 from __future__ import annotations
@@ -22,112 +26,123 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
 from desra.core.errors import JobError
+from desra.core.settings import (
+    MODEL,
+    PAIR,
+    PATH_ROLES,
+    READ,
+    SEGMENTER,
+    WRITE,
+    flag_name,
+    required,
+    setting,
+    to_flags,
+    value_problem,
+)
+from desra.repair.finetune import FinetuneConfig
 
-VALUE, READ, WRITE, MODEL, SEGMENTER, PAIR = "value", "read", "write", "model", "segmenter", "pair"
-PATH_ROLES = (READ, WRITE, MODEL, SEGMENTER)
-"""Roles whose value may name a file or folder."""
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SEGMENTER_NAMES = ("b5", "b0", "none", "off", "")
 
 
-def _param(default: Any = None, *, role: str = VALUE, choices: tuple = (), minimum: float | None = None) -> Any:
-    return field(default=default, metadata={"role": role, "choices": choices, "minimum": minimum})
+def job_settings_of(settings_type: type, name: str) -> type:
+    """The settings type of a job kind made from a command's settings type: one field per flag, named as the flag.
+
+    Every field of ``settings_type`` that a flag gives becomes a parameter (``set`` for ``set_dir``,
+    the negating ``no_amp`` for ``amp``), except those the runner sets (``device``); a field without
+    a default stays required, the others are optional (None, or False for a switch: the command's
+    own default applies). Roles, choices and minimums are the same field's.
+    """
+    hints = get_type_hints(settings_type)
+    fields = []
+    for f in dataclasses.fields(settings_type):
+        flag = flag_name(f)
+        if flag is None or f.metadata["runner"]:
+            continue
+        meta = f.metadata
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            fields.append((flag, hints[f.name], required(role=meta["role"], choices=meta["choices"])))
+        elif hints[f.name] is bool:
+            fields.append((flag, bool, setting(False)))
+        else:
+            fields.append((flag, hints[f.name] | None,
+                           setting(role=meta["role"], choices=meta["choices"], minimum=meta["minimum"])))
+    doc = f"Parameters of a job running the command of :class:`{settings_type.__module__}.{settings_type.__name__}` (one per flag)."
+    return dataclasses.make_dataclass(name, fields, frozen=True, namespace={"__doc__": doc})
 
 
-def _required(*, role: str = VALUE, choices: tuple = ()) -> Any:
-    return field(metadata={"role": role, "choices": choices, "minimum": None})
-
-
-@dataclass(frozen=True)
-class FinetuneJob:
-    """``desra finetune``: device and resume are the runner's."""
-
-    set: str = _required(role=READ)
-    pair: str | None = _param(role=PAIR)
-    model: str | None = _param(role=MODEL)
-    disc: str | None = _param(role=MODEL)
-    iters: int | None = _param(minimum=1)
-    lr: float | None = _param(minimum=0)
-    patch: int | None = _param(minimum=8)
-    batch: int | None = _param(minimum=1)
-    save_every: int | None = _param(minimum=1)
-    seed: int | None = _param(minimum=0)
-    l1_weight: float | None = _param(minimum=0)
-    percep_weight: float | None = _param(minimum=0)
-    gan_weight: float | None = _param(minimum=0)
-    gan_kind: str | None = _param(choices=("vanilla", "ragan", "hinge"))
-    no_amp: bool = _param(False)
-    out: str | None = _param(role=WRITE)
+FinetuneJob = job_settings_of(FinetuneConfig, "FinetuneJob")
+"""``desra finetune``: every flag of :class:`~desra.repair.finetune.FinetuneConfig` but ``device`` (and ``--resume``), the runner's."""
 
 
 @dataclass(frozen=True)
 class DetectJob:
     """``desra detect`` on LR images (with a pair or two models) or on precomputed SR outputs."""
 
-    lr: str | None = _param(role=READ)
-    mse: str | None = _param(role=READ)
-    gan: str | None = _param(role=READ)
-    pair: str | None = _param(role=PAIR)
-    mse_model: str | None = _param(role=MODEL)
-    gan_model: str | None = _param(role=MODEL)
-    tile: int | None = _param(minimum=16)
-    half: bool = _param(False)
-    save_sr: bool = _param(False)
-    segmenter: str | None = _param(role=SEGMENTER)
-    segment_on: str | None = _param(choices=("mse", "gan"))
-    class_weights: str | None = _param(role=READ)
-    threshold: float | None = _param(minimum=0)
-    window: int | None = _param(minimum=3)
-    window_kind: str | None = _param(choices=("gaussian", "box"))
-    sigma: float | None = _param(minimum=0)
-    min_area: int | None = _param(minimum=0)
-    scale_min_area: bool = _param(False)
-    method: str | None = _param(choices=("desra", "desra-nosem", "absolute-d", "ldl", "ssim"))
-    device: str | None = _param(choices=("cpu", "cuda"))
-    save_d: bool = _param(False)
-    out: str | None = _param(role=WRITE)
+    lr: str | None = setting(role=READ)
+    mse: str | None = setting(role=READ)
+    gan: str | None = setting(role=READ)
+    pair: str | None = setting(role=PAIR)
+    mse_model: str | None = setting(role=MODEL)
+    gan_model: str | None = setting(role=MODEL)
+    tile: int | None = setting(minimum=16)
+    half: bool = setting(False)
+    save_sr: bool = setting(False)
+    segmenter: str | None = setting(role=SEGMENTER)
+    segment_on: str | None = setting(choices=("mse", "gan"))
+    class_weights: str | None = setting(role=READ)
+    threshold: float | None = setting(minimum=0)
+    window: int | None = setting(minimum=3)
+    window_kind: str | None = setting(choices=("gaussian", "box"))
+    sigma: float | None = setting(minimum=0)
+    min_area: int | None = setting(minimum=0)
+    scale_min_area: bool = setting(False)
+    method: str | None = setting(choices=("desra", "desra-nosem", "absolute-d", "ldl", "ssim"))
+    device: str | None = setting(choices=("cpu", "cuda"))
+    save_d: bool = setting(False)
+    out: str | None = setting(role=WRITE)
 
 
 @dataclass(frozen=True)
 class CalibrateJob:
     """``desra calibrate``: per-class weights A_k for a pair; ``out`` is the TSV it writes."""
 
-    images: str = _required(role=READ)
-    pair: str | None = _param(role=PAIR)
-    mse_model: str | None = _param(role=MODEL)
-    gan_model: str | None = _param(role=MODEL)
-    degrade: str | None = _param(choices=("realesrgan", "bicubic"))
-    segmenter: str | None = _param(role=SEGMENTER)
-    segment_on: str | None = _param(choices=("mse", "gan"))
-    min_pixels: int | None = _param(minimum=1)
-    seed: int | None = _param(minimum=0)
-    tile: int | None = _param(minimum=16)
-    device: str | None = _param(choices=("cpu", "cuda"))
-    out: str | None = _param(role=WRITE)
+    images: str = required(role=READ)
+    pair: str | None = setting(role=PAIR)
+    mse_model: str | None = setting(role=MODEL)
+    gan_model: str | None = setting(role=MODEL)
+    degrade: str | None = setting(choices=("realesrgan", "bicubic"))
+    segmenter: str | None = setting(role=SEGMENTER)
+    segment_on: str | None = setting(choices=("mse", "gan"))
+    min_pixels: int | None = setting(minimum=1)
+    seed: int | None = setting(minimum=0)
+    tile: int | None = setting(minimum=16)
+    device: str | None = setting(choices=("cpu", "cuda"))
+    out: str | None = setting(role=WRITE)
 
 
 @dataclass(frozen=True)
 class ZooTrainJob:
     """``desra zoo train``: one stage of a zoo model from a config file."""
 
-    stage: str = _required(choices=("mse", "gan"))
-    config: str = _required(role=READ)
-    out: str | None = _param(role=WRITE)
+    stage: str = required(choices=("mse", "gan"))
+    config: str = required(role=READ)
+    out: str | None = setting(role=WRITE)
 
 
 @dataclass(frozen=True)
 class SleepJob:
     """The diagnostic ``sleep`` kind: counts steps with a pause (checks the runner)."""
 
-    steps: int | None = _param(minimum=0)
-    interval: float | None = _param(minimum=0)
-    fail_at: int | None = _param(minimum=1)
-    out: str | None = _param(role=WRITE)
+    steps: int | None = setting(minimum=0)
+    interval: float | None = setting(minimum=0)
+    fail_at: int | None = setting(minimum=1)
+    out: str | None = setting(role=WRITE)
 
 
 SETTINGS: dict[str, type] = {
@@ -202,10 +217,9 @@ def _coerce(kind: str, name: str, value: Any, hint: Any, meta: Mapping[str, Any]
             raise JobError(f"{where} must be a string")
         if "\x00" in value or "\n" in value:
             raise JobError(f"{where} holds a NUL or newline character")
-    if meta["choices"] and value not in meta["choices"]:
-        raise JobError(f"{where} must be one of {', '.join(meta['choices'])}")
-    if meta["minimum"] is not None and value < meta["minimum"]:
-        raise JobError(f"{where} must be at least {meta['minimum']}")
+    problem = value_problem(value, meta)
+    if problem:
+        raise JobError(f"{where} {problem}")
     if meta["role"] == PAIR:
         from desra.models.registry import get_pair
 
@@ -277,3 +291,21 @@ def check_confined(settings: Any, confinement: Confinement) -> None:
             raise JobError(
                 f"job parameter {name}={value!r} points outside the workspace: {confinement.description}"
             )
+
+
+def workspace_confinement(workspace: str | os.PathLike) -> Confinement:
+    """The dashboard's sandbox: reads inside ``workspace`` and the shipped weights, datasets and configs; writes inside ``workspace`` only."""
+    from desra.core.paths import configs_dir, datasets_dir, weights_dir
+
+    root = Path(workspace).resolve()
+    return Confinement(
+        read=(root, datasets_dir().resolve(), weights_dir().resolve(), configs_dir().resolve()),
+        write=(root,),
+        description="the dashboard reads only inside its workspace and the shipped weights, datasets and configs, "
+                    "and writes only inside its workspace",
+    )
+
+
+def job_params(settings: Any) -> dict[str, Any]:
+    """The job parameters that run a command's ``settings`` (e.g. a ``FinetuneConfig``): its flag values by flag name, unset ones and switches left off omitted; runner-set flags (``device``) are not parameters."""
+    return {name: value for name, value in to_flags(settings).items() if value is not None and value is not False}

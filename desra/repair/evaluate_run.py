@@ -9,7 +9,9 @@ misses entirely; addition rate: images where the new detection reaches outside B
 
 Outputs in ``RUN/evaluation/``: ``report.json``, ``report.md``, ``gallery/<item>.png`` (GAN-SR
 before | after, each with its detection outlined in red, and the MSE-SR) and ``after/<item>.png``
-(the fine-tuned model's full SR output, for before/after sliders).
+(the fine-tuned model's full SR output, for before/after sliders). The report's schema is this
+module's: :func:`read_report` reads it back, :func:`summary_rows` is its summary table (the
+dashboard's), :func:`markdown_report` its Markdown form.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def evaluate_run(
     if not items:
         raise DatasetError(f"the set {curated.root} has no {split} items; split it with `desra set split {curated.root} --val 0.75`")
     tuned = load_model(model_path, role="gan", device=device)
-    out = Path(report_dir).expanduser().resolve() if report_dir else run / "evaluation"
+    out = Path(report_dir).expanduser().resolve() if report_dir else evaluation_dir(run)
     (out / "gallery").mkdir(parents=True, exist_ok=True)
     (out / "after").mkdir(parents=True, exist_ok=True)
     befores, afters, refs, names, rows = [], [], [], [], []
@@ -121,7 +123,7 @@ def evaluate_run(
         reference = arrays.label if arrays.label is not None else before
         gallery = out / "gallery" / f"{item.id}.png"
         write_image(gallery, gallery_panel(arrays.gan, before, gan_after, after, arrays.mse))
-        write_image(out / "after" / f"{item.id}.png", gan_after)
+        write_image(after_image(out, item.id), gan_after)
         befores.append(before)
         afters.append(after)
         refs.append(reference)
@@ -173,8 +175,37 @@ def evaluate_run(
     return report
 
 
-def _pct(value: float | None) -> str:
+def evaluation_dir(run: str | os.PathLike) -> Path:
+    """Where :func:`evaluate_run` writes by default: ``RUN/evaluation``."""
+    return Path(run) / "evaluation"
+
+
+def after_image(evaluation: str | os.PathLike, item_id: str) -> Path:
+    """The fine-tuned model's SR output of an item in an evaluation folder: ``<evaluation>/after/<item>.png``."""
+    return Path(evaluation) / "after" / f"{item_id}.png"
+
+
+def read_report(run: str | os.PathLike) -> dict[str, Any] | None:
+    """The report :func:`evaluate_run` wrote for ``run`` (``RUN/evaluation/report.json``), None before it ran."""
+    path = evaluation_dir(run) / "report.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def percent(value: float | None) -> str:
+    """A rate in [0, 1] as ``"12.3 %"`` ("n/a" when undefined)."""
     return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def summary_rows(report: dict[str, Any]) -> list[list[str]]:
+    """``[metric, value]`` rows of a report's summary: items, IoU before/after and drop, flagged area, removal and addition rates."""
+    return [
+        ["val items (with artifacts)", f"{report['items']} ({report['items_with_artifacts']})"],
+        ["IoU before → after", f"{percent(report['iou_before'])} → {percent(report['iou_after'])}"],
+        ["IoU drop", percent(report["iou_drop"])],
+        ["flagged area before → after", f"{percent(report['flagged_before'])} → {percent(report['flagged_after'])}"],
+        ["removal rate", f"{percent(report['removal_rate'])} ({report['removed']} of {report['artifacts']} artifacts)"],
+        ["addition rate", f"{percent(report['addition_rate'])} ({report['images_with_additions']} of {report['items']} images)"],
+    ]
 
 
 def _db(value: float | None) -> str:
@@ -186,35 +217,35 @@ def markdown_report(report: dict[str, Any]) -> str:
     lines = [
         f"# DeSRA repair evaluation: {Path(report['run']).name}",
         "",
-        f"Fine-tuned model `{report['model']}` on the {report['split']} split of `{report['set']}` "
-        f"({report['items']} items, {report['labelled_items']} with labelled masks; the others are compared "
-        f"with the original model's detection). IoU and removal count the {report['items_with_artifacts']} items "
-        "with artifacts; additions count every item.",
+        (f"Fine-tuned model `{report['model']}` on the {report['split']} split of `{report['set']}` "
+         f"({report['items']} items, {report['labelled_items']} with labelled masks; the others are compared "
+         f"with the original model's detection). IoU and removal count the {report['items_with_artifacts']} items "
+         "with artifacts; additions count every item."),
         "",
         "| metric | value |",
         "|---|---|",
-        f"| IoU before | {_pct(report['iou_before'])} |",
-        f"| IoU after | {_pct(report['iou_after'])} |",
-        f"| IoU drop | {_pct(report['iou_drop'])} |",
-        f"| flagged area before / after | {_pct(report['flagged_before'])} / {_pct(report['flagged_after'])} |",
-        f"| removal rate | {_pct(report['removal_rate'])} ({report['removed']} of {report['artifacts']} artifacts) |",
-        f"| addition rate | {_pct(report['addition_rate'])} ({report['images_with_additions']} of {report['items']} images) |",
+        f"| IoU before | {percent(report['iou_before'])} |",
+        f"| IoU after | {percent(report['iou_after'])} |",
+        f"| IoU drop | {percent(report['iou_drop'])} |",
+        f"| flagged area before / after | {percent(report['flagged_before'])} / {percent(report['flagged_after'])} |",
+        f"| removal rate | {percent(report['removal_rate'])} ({report['removed']} of {report['artifacts']} artifacts) |",
+        f"| addition rate | {percent(report['addition_rate'])} ({report['images_with_additions']} of {report['items']} images) |",
         "",
         "| item | reference | flagged before | flagged after | IoU before | IoU after | removed | added |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in report["per_item"]:
         lines.append(
-            f"| {row['id']} | {row['reference']} | {_pct(row['flagged_before'])} | {_pct(row['flagged_after'])} | "
-            f"{_pct(row['iou_before'])} | {_pct(row['iou_after'])} | {row.get('removed', 0)}/{row.get('labelled', 0)} | "
+            f"| {row['id']} | {row['reference']} | {percent(row['flagged_before'])} | {percent(row['flagged_after'])} | "
+            f"{percent(row['iou_before'])} | {percent(row['iou_after'])} | {row.get('removed', 0)}/{row.get('labelled', 0)} | "
             f"{'yes' if row.get('added') else 'no'} |"
         )
     lines += [
         "",
         "## Selectivity (PSNR in dB between SR outputs, inside / outside the pseudo-GT mask)",
         "",
-        "The pseudo-GT (DeSRA Eq. 10) is the MSE-SR output inside the mask and the GAN-SR output outside, so a "
-        "selective repair is close to MSE inside and close to GAN outside.",
+        ("The pseudo-GT (DeSRA Eq. 10) is the MSE-SR output inside the mask and the GAN-SR output outside, so a "
+         "selective repair is close to MSE inside and close to GAN outside."),
         "",
         "| item | inside: repaired-MSE / repaired-GAN / GAN-MSE | outside: repaired-MSE / repaired-GAN / GAN-MSE |",
         "|---|---|---|",

@@ -27,7 +27,7 @@ import dataclasses
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,51 +35,77 @@ from typing import Any
 import numpy as np
 
 from desra.core.errors import CheckpointError, ConfigError, DatasetError
-from desra.core.events import append_event
+from desra.core.settings import (
+    MODEL,
+    PAIR,
+    READ,
+    WRITE,
+    check_values,
+    from_flags,
+    required,
+    setting,
+)
+from desra.train.losses import GAN_KINDS
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Settings of one DeSRA fine-tune (defaults: the paper's recipe, FACTS.md)."""
+    """Settings of one DeSRA fine-tune (defaults: the paper's recipe, FACTS.md): the one type that
+    ``desra finetune``'s flags, the dashboard and the ``finetune`` job kind all build.
 
-    set_dir: str
+    Each field records its flag (``--set`` for ``set_dir``, ``--no-amp`` for ``amp``) and the values
+    it allows (:mod:`desra.core.settings`); the job kind's settings are made from these fields
+    (:data:`desra.core.job_settings.FinetuneJob`), and values are checked once, here, on construction.
+    """
+
+    set_dir: str = required(role=READ, flag="set")
     """Curated set folder (``desra set create``)."""
-    out: str
-    """Run folder."""
-    pair: str | None = None
+    out: str | None = setting(role=WRITE, flag=True)
+    """Run folder (a job's own folder when a job runs it; :func:`finetune` needs one)."""
+    pair: str | None = setting(role=PAIR, flag=True)
     """Registered pair whose GAN side is fine-tuned (its discriminator is used when shipped)."""
-    model: str | None = None
+    model: str | None = setting(role=MODEL, flag=True)
     """GAN-SR checkpoint to fine-tune instead of a pair's (file or registry id)."""
-    disc: str | None = None
+    disc: str | None = setting(role=MODEL, flag=True)
     """Discriminator checkpoint; None -> the pair's, else a fresh U-Net SN discriminator (warned)."""
-    iters: int = 1000
+    iters: int = setting(1000, minimum=1, flag=True)
     """Total iterations (the paper: about 1000 are enough)."""
-    lr: float = 1e-4
+    lr: float = setting(1e-4, minimum=0, flag=True)
     """Adam learning rate of generator and discriminator."""
-    patch: int = 256
+    patch: int = setting(256, minimum=8, flag=True)
     """HR (pseudo-GT) crop size in pixels; the LR crop is patch / scale."""
-    batch: int = 4
+    batch: int = setting(4, minimum=1, flag=True)
     """Crops per iteration per process (under torchrun the global batch is N x this; the paper: 12 x 4 GPUs)."""
-    save_every: int = 100
+    save_every: int = setting(100, minimum=1, flag=True)
     """Checkpoint and preview every this many iterations."""
-    device: str = "auto"
-    """'auto', 'cpu', 'cuda' or 'cuda:N'."""
-    seed: int = 0
+    device: str = setting("auto", flag=True, runner=True)
+    """'auto', 'cpu', 'cuda' or 'cuda:N' (for a job: the device it is queued for)."""
+    seed: int = setting(0, minimum=0, flag=True)
     """Seed of crop positions, flips and torch."""
-    l1_weight: float = 1.0
+    l1_weight: float = setting(1.0, minimum=0, flag=True)
     """Weight of L1 to the pseudo-GT."""
-    percep_weight: float = 1.0
+    percep_weight: float = setting(1.0, minimum=0, flag=True)
     """Weight of the perceptual term (discriminator feature matching, see desra.train.losses)."""
-    gan_weight: float = 0.1
+    gan_weight: float = setting(0.1, minimum=0, flag=True)
     """Weight of the adversarial loss."""
-    gan_kind: str = "vanilla"
+    gan_kind: str = setting("vanilla", choices=GAN_KINDS, flag=True)
     """GAN loss kind ('vanilla' as Real-ESRGAN, 'ragan', 'hinge')."""
-    ema: float = 0.999
-    """EMA decay of the exported generator."""
-    previews: int = 3
-    """Val items rendered at each checkpoint."""
-    amp: bool = True
-    """Mixed precision on CUDA."""
+    ema: float = setting(0.999, minimum=0)
+    """EMA decay of the exported generator (no flag: the library's and scripts' choice)."""
+    previews: int = setting(3, minimum=0)
+    """Val items rendered at each checkpoint (no flag)."""
+    amp: bool = setting(True, flag="no_amp", negated=True)
+    """Mixed precision on CUDA (``--no-amp`` turns it off)."""
+
+    def __post_init__(self) -> None:
+        check_values(self, ConfigError, "fine-tune")
+        if bool(self.pair) == bool(self.model):
+            raise ConfigError("give exactly one of --pair NAME or --model GAN_CKPT")
+
+    @classmethod
+    def from_flags(cls, values: Mapping[str, Any]) -> FinetuneConfig:
+        """Build from ``desra finetune``'s parsed flags (``vars(args)``); flags left unset keep the defaults above."""
+        return from_flags(cls, values)
 
     def train_config(self):
         """The :class:`desra.train.loop.TrainConfig` of this fine-tune."""
@@ -247,8 +273,8 @@ def finetune(
     """
     from desra.train.distributed import distributed
 
-    if bool(config.pair) == bool(config.model):
-        raise ConfigError("give exactly one of --pair NAME or --model GAN_CKPT")
+    if config.out is None:
+        raise ConfigError("a fine-tune needs a run folder: pass --out DIR")
     with distributed(config.device) as info:
         return _finetune(config, info, resume=resume, on_event=on_event)
 
@@ -257,9 +283,9 @@ def _finetune(config: FinetuneConfig, info, *, resume: bool, on_event) -> Finetu
     """:func:`finetune` in one process of ``info`` (a :class:`desra.train.distributed.Distributed`)."""
     from desra.core.atomic import atomic_write_text
     from desra.models.checkpoint import load_model, save_basicsr, save_model
-    from desra.service.pairs import load_pair
     from desra.repair.curated import open_set
-    from desra.train.loop import latest_checkpoint, train
+    from desra.service.pairs import load_pair
+    from desra.train.loop import event_writer, latest_checkpoint, train
 
     out = Path(config.out).expanduser().resolve()
     if not resume and latest_checkpoint(out) is not None:
@@ -270,13 +296,7 @@ def _finetune(config: FinetuneConfig, info, *, resume: bool, on_event) -> Finetu
     out.mkdir(parents=True, exist_ok=True)
     device = info.device
 
-    def emit(event: dict[str, Any]) -> None:
-        if not info.is_main:
-            return
-        append_event(out, event)
-        if on_event is not None:
-            on_event(event)
-
+    emit = event_writer(out, info, on_event)
     data = load_train_data(config.set_dir, config.patch)  # a set problem should surface before models load
     if config.pair:
         _, gan = load_pair(config.pair)

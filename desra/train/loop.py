@@ -261,8 +261,8 @@ class _Run:
     """Gradient scaler of the discriminator's loss."""
     use_amp: bool
     """Mixed precision (CUDA only)."""
-    on_event: Callable[[dict[str, Any]], None] | None
-    """Called with every event written (rank 0)."""
+    emit: Callable[[dict[str, Any]], None]
+    """Writes one event of the run (:func:`event_writer`)."""
     preview_fn: Callable[[int, Any], dict[str, Any] | None] | None
     """Called with the EMA generator at each checkpoint (rank 0)."""
     g_run: Any = None
@@ -311,7 +311,7 @@ def _setup(config: TrainConfig, generator, discriminator, out_dir: Path, info: D
     return _Run(
         config, info, out_dir, generator, discriminator, ema, opt_g, opt_d,
         torch.amp.GradScaler("cuda", enabled=use_amp), torch.amp.GradScaler("cuda", enabled=use_amp),
-        use_amp, on_event, preview_fn,
+        use_amp, event_writer(out_dir, info, on_event), preview_fn,
     )
 
 
@@ -359,13 +359,17 @@ def _wrap_for_ranks(run: _Run) -> None:
         run.d_run = DistributedDataParallel(run.discriminator, device_ids=ids, forward_sync_buffers=False)
 
 
-def _emit(run: _Run, event: dict[str, Any]) -> None:
-    """Append ``event`` to the run's events file and hand it to ``on_event`` (rank 0 only)."""
-    if not run.info.is_main:
-        return
-    append_event(run.out_dir, event)
-    if run.on_event is not None:
-        run.on_event(event)
+def event_writer(out_dir: Path, info: Distributed, on_event: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None]:
+    """``emit(event)`` for a run: append to ``out_dir``'s events file (:mod:`desra.core.events`) and hand it to ``on_event``, on rank 0 only."""
+
+    def emit(event: dict[str, Any]) -> None:
+        if not info.is_main:
+            return
+        append_event(out_dir, event)
+        if on_event is not None:
+            on_event(event)
+
+    return emit
 
 
 def _autocast(run: _Run):
@@ -452,7 +456,7 @@ def _save_checkpoint(run: _Run, iteration: int) -> Path:
         _write_checkpoint(run, iteration, path)
         for _, old in list_checkpoints(run.out_dir)[: -run.config.keep_checkpoints]:
             old.unlink(missing_ok=True)
-        _emit(run, {"event": "checkpoint", "iter": iteration, "path": str(path), "time": time.time()})
+        run.emit({"event": "checkpoint", "iter": iteration, "path": str(path), "time": time.time()})
         _preview(run, iteration)
     run.info.barrier()  # no rank runs on (or returns) before rank 0's checkpoint is complete
     return path
@@ -488,7 +492,7 @@ def _preview(run: _Run, iteration: int) -> None:
     with torch.no_grad():
         metrics = run.preview_fn(iteration, run.ema)
     if metrics:
-        _emit(run, {"event": "preview", "iter": iteration, "metrics": metrics, "time": time.time()})
+        run.emit({"event": "preview", "iter": iteration, "metrics": metrics, "time": time.time()})
 
 
 @dataclass
@@ -527,7 +531,7 @@ def _loop(run: _Run, batch_fn: Callable[[int], tuple[Any, Any]], start: int) -> 
     config, device = run.config, run.device
     started = time.time()
     # Marks where this call starts, so readers of the events can tell iterations redone after a kill.
-    _emit(run, {"event": "start", "iter": start, "time": time.time()})
+    run.emit({"event": "start", "iter": start, "time": time.time()})
     window = _LossWindow(time.time(), start)
     last_losses: dict[str, float] = {}
     last_path = latest_checkpoint(run.out_dir) if start else None
@@ -544,7 +548,7 @@ def _loop(run: _Run, batch_fn: Callable[[int], tuple[Any, Any]], start: int) -> 
             now = time.time()
             event = _progress_event(run, window, iteration, now)
             last_losses = event["losses"]
-            _emit(run, event)
+            run.emit(event)
             window = _LossWindow(now, iteration)
         if iteration % config.save_every == 0 or iteration == config.iters:
             last_path = _save_checkpoint(run, iteration)
@@ -552,7 +556,7 @@ def _loop(run: _Run, batch_fn: Callable[[int], tuple[Any, Any]], start: int) -> 
     if last_path is None:
         raise CheckpointError(f"{run.out_dir} has no checkpoint although the run is complete; remove the folder and train again")
     wall = time.time() - started
-    _emit(run, {"event": "done", "iter": config.iters, "wall_s": wall, "device": device, "time": time.time()})
+    run.emit({"event": "done", "iter": config.iters, "wall_s": wall, "device": device, "time": time.time()})
     return TrainResult(
         out_dir=run.out_dir,
         checkpoint=last_path,
