@@ -14,7 +14,7 @@ discriminator the training loop pairs with them (``unet_discriminator_sn``, load
 :mod:`desra.models.discriminator`). Detection and listing look at SR networks unless asked for
 another kind, so a discriminator is never taken for an upscaler.
 
-The module is long because it is one table: the registry functions (about 180 lines) and one spec
+The module is long because it is one table: the registry functions (about 230 lines) and one spec
 per architecture with its detection, parameter evidence and weight bound; an architecture's parts
 are read together, so they are kept side by side rather than a module per architecture.
 """

@@ -13,6 +13,10 @@ Files are untrusted input: metadata that is not a JSON object of the expected ty
 that disagree with the tensors (checked before the network is built, so a small file cannot make
 desra allocate a large network), and weights that are NaN or infinite are all refused with a
 :class:`CheckpointError` naming what is wrong.
+
+The module runs past 400 lines because it is one concern, a checkpoint file <-> a described SR
+network, whose every refusal of an untrusted file carries its own message; the GAN discriminator's
+files are :mod:`desra.models.discriminator`'s, and a pair's loading is :mod:`desra.service.pairs`'.
 """
 
 from __future__ import annotations
@@ -370,7 +374,7 @@ def load_model(
 
             path = ensure_converted(entry)  # once, from the installed package; later loads find the file
         if not path.is_file() and entry.derived_delta:
-            from desra.train.parent import ensure_rebuilt
+            from desra.train.parent_delta import ensure_rebuilt
 
             path = ensure_rebuilt(entry)  # once, from the shipped delta and its base model
         if not path.is_file():
