@@ -19,7 +19,6 @@ The service (:class:`WatchService`) loops over three steps, each a committed tra
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import shutil
@@ -100,7 +99,7 @@ class WatchService:
         self.store.save_settings(settings)
         self.note = note or (lambda message: None)
         self._observed: dict[Path, Observation] = {}
-        self._models: dict[int, tuple[Any, Any]] = {}
+        self._models: dict[int, Any] = {}
         self._semantics = None
         self._record_original()
         self.rounds = Rounds(self.workspace, self.store, settings, self.note)
@@ -113,23 +112,22 @@ class WatchService:
         from desra.models import registry
 
         pair = registry.get_pair(self.settings.pair)
-        _, gan = self._load(0)
+        gan = self._load(0).gan
         self.store.add_version(0, str(registry.model_path(registry.get_model(pair.gan))), weights_sha256(gan.module), None)
         self.store.set_current(0, "start", f"the pair's GAN model {pair.gan}")
 
-    def _load(self, version: int) -> tuple[Any, Any]:
-        """(MSE model, GAN model of ``version``), loaded once per process."""
+    def _load(self, version: int):
+        """The :class:`desra.service.pairs.ModelPair` of ``version``: the pair's MSE model and that GAN model, loaded once."""
         if version not in self._models:
             from desra.models import registry
-            from desra.service.pairs import choose_pair, load_models
+            from desra.service.pairs import ModelPair, choose_pair, load_models
 
-            if version == 0:
-                pair = choose_pair(self.settings.pair)
-                models = (pair.mse, pair.gan)
-            else:
-                models = load_models(registry.get_pair(self.settings.pair).mse, self.store.version(version).path,
-                                     what=f"the pair's MSE model and watch version {version}")
-            self._models = {version: models}  # one version in memory: the current one
+            pair = choose_pair(self.settings.pair)
+            if version != 0:
+                mse, gan = load_models(registry.get_pair(self.settings.pair).mse, self.store.version(version).path,
+                                       what=f"the pair's MSE model and watch version {version}")
+                pair = ModelPair(mse, gan, name=None, class_weights=pair.class_weights)
+            self._models = {version: pair}  # one version in memory: the current one
         return self._models[version]
 
     def _semantic_setup(self):
@@ -240,6 +238,9 @@ class WatchService:
 
     def _detect(self, image: ImageRecord, data: bytes | None) -> None:
         """Detect one claimed image and record it clean, artifact or failed."""
+        from desra.detect.pipeline import DetectConfig, detect_lr
+        from desra.service.sets import detection_provenance
+
         if image.attempts > MAX_DETECTION_ATTEMPTS:
             self._fail(image, f"its detection was interrupted {image.attempts - 1} times; remove or replace the file")
             return
@@ -253,23 +254,16 @@ class WatchService:
             return
         version = self.store.current_version() or 0
         self.note(f"{image.name}: detecting with model version {version}")
-        from desra.detect.pipeline import DetectConfig, detect_lr
-
-        mse_model, gan_model = self._load(version)
-        config = DetectConfig()
-        detection, mse, gan = detect_lr(lr, mse_model, gan_model, config, **self._semantic_setup().detect_kwargs())
+        models = self._load(version)
+        detection, mse, gan = detect_lr(lr, models.mse, models.gan, DetectConfig(), **self._semantic_setup().detect_kwargs())
         thumb = self._thumbnail(image, gan, detection.mask)
         flagged = float(detection.flagged_fraction)
         if not detection.mask.any():
             self.store.finish_image(image.sha256, "clean", flagged=flagged, version=version, thumb=thumb)
             self.note(f"{image.name}: clean")
             return
-        provenance = {
-            "models": {"mse": mse_model.descriptor.to_dict(), "gan": gan_model.descriptor.to_dict()},
-            "by": "desra watch", "detect_config": dataclasses.asdict(config),
-            "semantics_used": bool(detection.semantics_used), "semantics_note": str(detection.semantics_note),
-            "watch": {"sha256": image.sha256, "path": image.path, "version": version},
-        }
+        provenance = {**detection_provenance(detection, models),
+                      "watch": {"sha256": image.sha256, "path": image.path, "version": version}}
         item_id = self._add_item(image, lr, mse, gan, detection.mask, provenance)
         self.store.finish_image(image.sha256, "artifact", flagged=flagged, item_id=item_id, version=version, thumb=thumb)
         self.note(f"{image.name}: artifacts on {100 * flagged:.1f} % of the image")

@@ -112,11 +112,6 @@ class Rounds:
         self.settings = settings
         self.note = note
 
-    def _jobs(self):
-        from desra.core.jobs import JobStore
-
-        return JobStore(self.workspace)
-
     def in_flight(self) -> RoundRecord | None:
         """The round not yet done or failed, if any (there is at most one)."""
         return next((r for r in self.store.rounds() if r.state in IN_FLIGHT), None)
@@ -146,16 +141,17 @@ class Rounds:
 
     def _submit(self, current: RoundRecord) -> bool:
         """Queue the round's fine-tune job (or adopt the one a killed service submitted but did not record)."""
+        from desra.service.jobs import list_jobs
+        from desra.service.repair import start_finetune
+
         folder = round_dir(self.workspace, current.version)
         run = folder / "run"
-        jobs = self._jobs()
-        adopted = next((j for j in jobs.list() if j.kind == "finetune" and Path(j.params.get("out", "")) == run), None)
+        adopted = next((j.id for j in list_jobs(self.workspace, kind="finetune") if Path(j.params.get("out", "")) == run), None)
         if adopted is None:
             self._build_set(current, folder / "set")
-            adopted = jobs.submit("finetune", self._job_params(current, folder / "set", run), device="auto")
-        self.store.update_round(current.version, job_id=adopted.id)
-        self.note(f"round {current.version}: fine-tune job {adopted.id} queued")
-        jobs.ensure_workers()
+            adopted = start_finetune(self.workspace, self._finetune_config(current, folder / "set", run))["id"]
+        self.store.update_round(current.version, job_id=adopted)
+        self.note(f"round {current.version}: fine-tune job {adopted} queued")
         return True
 
     def _build_set(self, current: RoundRecord, root: Path) -> None:
@@ -174,24 +170,28 @@ class Rounds:
             target.add(item.name, arrays.lr, arrays.mse, arrays.gan, arrays.mask, mask_source=item.mask_source,
                        provenance=item.provenance, split="val" if image.sha256 in held else "train")
 
-    def _job_params(self, current: RoundRecord, set_dir: Path, run: Path) -> dict[str, Any]:
-        """The ``finetune`` job's settings: the pair's GAN model (version 0) or a kept version with its run's discriminator."""
+    def _finetune_config(self, current: RoundRecord, set_dir: Path, run: Path):
+        """The round's :class:`desra.repair.finetune.FinetuneConfig`: the pair's GAN model (version 0) or a kept
+        version, with the discriminator its own round trained."""
+        from desra.repair.finetune import FinetuneConfig
+
         s = self.settings
-        params: dict[str, Any] = {"set": str(set_dir), "iters": s.iters, "lr": s.lr, "patch": s.patch, "batch": s.batch,
-                                  "save_every": max(1, min(s.iters, 100)), "seed": current.version, "out": str(run)}
+        common = {"set_dir": str(set_dir), "out": str(run), "iters": s.iters, "lr": s.lr, "patch": s.patch, "batch": s.batch,
+                  "save_every": max(1, min(s.iters, 100)), "seed": current.version}
         if current.parent == 0:
-            return {**params, "pair": s.pair}
-        params["model"] = self.store.version(current.parent).path
+            return FinetuneConfig(pair=s.pair, **common)
         discriminator = round_dir(self.workspace, current.parent) / "run" / "discriminator_basicsr.pth"
-        return {**params, "disc": str(discriminator)} if discriminator.is_file() else params
+        return FinetuneConfig(model=self.store.version(current.parent).path,
+                              disc=str(discriminator) if discriminator.is_file() else None, **common)
 
     def _follow(self, current: RoundRecord) -> bool:
         """Mirror the job's state into the round; a finished job moves the round to evaluating."""
         from desra.core.errors import JobError
+        from desra.core.jobs import JobStore
+        from desra.service.jobs import job_status
 
-        jobs = self._jobs()
         try:
-            job = jobs.status(current.job_id)
+            job = job_status(self.workspace, current.job_id)
         except JobError as error:
             self.store.update_round(current.version, state="failed", reason=f"its fine-tune job is gone: {error}")
             return True
@@ -204,7 +204,7 @@ class Rounds:
             self.store.update_round(current.version, state=state)
             self.note(f"round {current.version}: {state}")
             return True
-        jobs.ensure_workers()  # a worker killed with the service is replaced; its job is requeued and resumed
+        JobStore(self.workspace).ensure_workers()  # a worker killed with the service is replaced; its job resumes
         return False
 
     # -- evaluation and decision ------------------------------------------------------------------
