@@ -167,13 +167,13 @@ def _attack(args) -> int:
     results = attack_suite(model, source, attacks=attacks, finetune_iterations=args.finetune_iterations, device=args.device, progress=progress)
     if args.out is not None:
         from desra.fingerprint.attacks import attack_recipe
-        from desra.fingerprint.lineage import (
+        from desra.fingerprint.pipeline import ATTACK_PHOTOS
+        from desra.models.lineage import (
             LINEAGE_KEY,
             current_command,
             make_lineage,
             metadata_of_file,
         )
-        from desra.fingerprint.pipeline import ATTACK_PHOTOS
 
         args.out.mkdir(parents=True, exist_ok=True)
         source_metadata = metadata_of_file(model.descriptor.source)

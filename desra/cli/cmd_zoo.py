@@ -77,8 +77,8 @@ def _derive_parent(args) -> int:
     from tqdm import tqdm
 
     from desra.core.atomic import atomic_write_text
+    from desra.models.parent_delta import parent_module
     from desra.train.parent import derive, evaluate, load_parent_config, write_card
-    from desra.train.parent_delta import parent_module
 
     config = load_parent_config(args.config)
     bar = tqdm(total=config.iters, desc=config.name, unit="it", dynamic_ncols=True)

@@ -109,7 +109,7 @@ def finetune(
 
 
 def attack_recipe(name: str, *, finetune_iterations: int = 500, photos: Sequence[str] = ()) -> dict:
-    """The settings of attack ``name`` as a lineage recipe (desra.fingerprint.lineage): what an attacked checkpoint records."""
+    """The settings of attack ``name`` as a lineage recipe (desra.models.lineage): what an attacked checkpoint records."""
     if name == "prune":
         return {"attack": name, "fraction": 0.05, "scope": "global, tensors with ndim > 1"}
     if name == "int8":

@@ -51,7 +51,7 @@ def fingerprint_model(
     progress: Callable[[int, int], None] | None = None,
 ) -> FingerprintRecord:
     """Extract the critical image of an ``SRModel`` and wrap it with its 30-D features (and its weights' sha256) as a record."""
-    from desra.fingerprint.lineage import weights_sha256
+    from desra.models.lineage import weights_sha256
 
     scale = int(model.descriptor.scale)
     critical = critical_image(model.module, scale, config, device=device, progress=progress)
@@ -107,9 +107,9 @@ class LineageReport:
     """A suspect's recorded lineage beside its fingerprint verdict; never an input to the verdict."""
 
     lineage: object
-    """The :class:`desra.fingerprint.lineage.Lineage` its metadata records, or None."""
+    """The :class:`desra.models.lineage.Lineage` its metadata records, or None."""
     check: object
-    """:class:`desra.fingerprint.lineage.LineageCheck`: the claim against the verdict."""
+    """:class:`desra.models.lineage.LineageCheck`: the claim against the verdict."""
 
     def to_json(self) -> dict:
         """{"lineage": ... | None, "lineage_check": {"status", "message", "note"}}."""
@@ -117,7 +117,7 @@ class LineageReport:
 
     def lines(self) -> list[str]:
         """Text lines for the CLI and the dashboard: the claim, the check, the forgery note."""
-        from desra.fingerprint.lineage import FORGERY_NOTE, describe_lineage
+        from desra.models.lineage import FORGERY_NOTE, describe_lineage
 
         claim = describe_lineage(self.lineage) if self.lineage else "none recorded"
         return [f"lineage (metadata): {claim}", f"lineage check: {self.check.status}: {self.check.message}", f"note: {FORGERY_NOTE}"]
@@ -125,7 +125,7 @@ class LineageReport:
 
 def lineage_report(model, result: SuspectResult) -> LineageReport:
     """What the suspect ``SRModel``'s metadata says about its lineage, checked against ``result`` (the verdict stays as it is)."""
-    from desra.fingerprint.lineage import check_lineage, lineage_of_file, weights_sha256
+    from desra.models.lineage import check_lineage, lineage_of_file, weights_sha256
 
     lineage = lineage_of_file(model.descriptor.source)
     check = check_lineage(lineage, weights_sha256(model.module), match=result.verdict.match, source_name=result.source.name,

@@ -58,7 +58,7 @@ class ModelFacts:
     group: str | None = None
     """Training run both stages of one zoo config share (the config file); None when not recorded."""
     weights_sha256: str = ""
-    """sha256 of the weights (desra.fingerprint.lineage.weights_sha256); '' when not computed."""
+    """sha256 of the weights (desra.models.lineage.weights_sha256); '' when not computed."""
     source_sha256: tuple[str, ...] = ()
     """sha256 of the recorded source(s) the weights were made from (lineage chain)."""
     source_name: str | None = None
@@ -150,9 +150,9 @@ def facts_from_metadata(
     """:class:`ModelFacts` of one model from its descriptor fields and desra metadata (pure).
 
     Training data come from the zoo provenance's ``training`` entry (``desra.train.zoo_data.training_facts``),
-    else from :data:`PUBLISHED_TRAINING`; the source from the ``lineage`` entry (desra.fingerprint.lineage).
+    else from :data:`PUBLISHED_TRAINING`; the source from the ``lineage`` entry (desra.models.lineage).
     """
-    from desra.fingerprint.lineage import read_lineage
+    from desra.models.lineage import read_lineage
 
     extra = metadata.get("extra") if isinstance(metadata.get("extra"), Mapping) else {}
     training = extra.get("training") if isinstance(extra.get("training"), Mapping) else None
@@ -184,8 +184,8 @@ def model_facts(model, metadata: Mapping[str, Any] | None = None) -> ModelFacts:
     Zoo exports trained before the ``training`` entry existed are completed from the zoo config
     their provenance names, when that file is still there.
     """
-    from desra.fingerprint.lineage import weights_sha256
     from desra.models.checkpoint import read_state_dict
+    from desra.models.lineage import weights_sha256
 
     d = model.descriptor
     if metadata is None:

@@ -107,7 +107,7 @@ class FingerprintRecord:
     created: float
     """Unix time of registration."""
     weights_sha256: str = ""
-    """sha256 of the source model's weights (desra.fingerprint.lineage.weights_sha256); '' for records registered before it was kept."""
+    """sha256 of the source model's weights (desra.models.lineage.weights_sha256); '' for records registered before it was kept."""
 
 
 def registry_path(workspace: Path) -> Path:

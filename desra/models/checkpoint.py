@@ -374,7 +374,7 @@ def load_model(
 
             path = ensure_converted(entry)  # once, from the installed package; later loads find the file
         if not path.is_file() and entry.derived_delta:
-            from desra.train.parent_delta import ensure_rebuilt
+            from desra.models.parent_delta import ensure_rebuilt
 
             path = ensure_rebuilt(entry)  # once, from the shipped delta and its base model
         if not path.is_file():

@@ -188,7 +188,7 @@ def is_available(entry: ModelEntry) -> bool:
     source = model_source(entry)
     if source.status == "rebuildable":
         from desra.core.paths import project_root
-        from desra.train.parent_delta import read_delta
+        from desra.models.parent_delta import read_delta
 
         return is_available(get_model(read_delta(project_root() / entry.derived_delta)[1]["base"]))
     return source.status != "missing"

@@ -350,7 +350,7 @@ def _finetune(config: FinetuneConfig, info, *, resume: bool, on_event) -> Finetu
     def preview(iteration: int, ema) -> dict[str, float]:
         return _write_previews(ema, val_items, data.scale, out / "previews" / f"iter_{iteration:06d}", device)
 
-    from desra.fingerprint.lineage import (
+    from desra.models.lineage import (
         LINEAGE_KEY,
         current_command,
         make_lineage,

@@ -108,8 +108,8 @@ class WatchService:
         """Version 0 is the pair's GAN model as registered (recorded once, with its weights' sha256)."""
         if self.store.current_version() is not None:
             return
-        from desra.fingerprint.lineage import weights_sha256
         from desra.models import registry
+        from desra.models.lineage import weights_sha256
 
         pair = registry.get_pair(self.settings.pair)
         gan = self._load(0).gan

@@ -66,7 +66,7 @@ class Derivation:
 
 
 def lineage_confirms(lineage: Any, weights_sha256: str, parent_sha256: str, original_sha256: str) -> tuple[bool, str]:
-    """Does ``lineage`` (a :class:`desra.fingerprint.lineage.Lineage` or None) describe desra's repair of the parent? -> (yes, why)."""
+    """Does ``lineage`` (a :class:`desra.models.lineage.Lineage` or None) describe desra's repair of the parent? -> (yes, why)."""
     if lineage is None:
         return False, "the model file records no lineage"
     if lineage.kind != "finetune":
@@ -212,8 +212,8 @@ class Rounds:
     def _evaluate(self, current: RoundRecord) -> None:
         """Evaluate the repaired model on the held-out images, keep it as a version, decide, write its report."""
         from desra.core.atomic import atomic_path, atomic_write_text
-        from desra.fingerprint.lineage import weights_sha256
         from desra.models.checkpoint import load_model
+        from desra.models.lineage import weights_sha256
         from desra.repair.evaluate_run import evaluate_run
 
         folder = round_dir(self.workspace, current.version)
@@ -248,8 +248,8 @@ class Rounds:
 
     def check_derivation(self, model: Any, weights_sha256: str, parent: int) -> Derivation:
         """The fingerprint verifier against the original; when it says not derived, desra's recorded lineage."""
-        from desra.fingerprint.lineage import lineage_of_file
         from desra.fingerprint.pipeline import verify_module
+        from desra.models.lineage import lineage_of_file
 
         verdict = verify_module(model.module, int(model.descriptor.scale), self._original_fingerprint()).verdict
         distance = f"fingerprint d = {verdict.distance:.3g} ({verdict.distance / verdict.eta:.2f} eta)"

@@ -157,7 +157,7 @@ class VersionRecord:
     path: str
     """Its model file."""
     sha256: str
-    """sha256 of its weights (``desra.fingerprint.lineage.weights_sha256``)."""
+    """sha256 of its weights (``desra.models.lineage.weights_sha256``)."""
     parent: int | None
     """Version it was fine-tuned from (None for version 0)."""
 

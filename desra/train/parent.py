@@ -6,7 +6,7 @@ module derives a stand-in with desra's own training loop: an L1 (PSNR-oriented) 
 GAN model on desra's Real-ESRGAN degradations of packaged photos. The trunk stays frozen and its
 features are computed once, so only the last RRDB blocks, ``conv_body`` and the upsampling head
 train, and the result is shipped as a *delta*: the changed tensors (fp16) plus the sha256 of the
-base weights, from which :func:`desra.train.parent_delta.rebuild` restores the parent bit for bit. It approximates the
+base weights, from which :func:`desra.models.parent_delta.rebuild` restores the parent bit for bit. It approximates the
 paper's pair; it is not RealESRNet.
 
 Pipeline: :func:`training_crops` (HR crops -> seeded LR) -> :func:`cache_trunk` (frozen features)
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from desra.core.errors import ConfigError, DatasetError
+from desra.models.parent_delta import apply_delta, make_delta, state_sha256, write_delta
 from desra.train.degradations import DegradationConfig
-from desra.train.parent_delta import apply_delta, make_delta, state_sha256, write_delta
 from desra.train.zoo_config import HELDOUT_PHOTOS
 
 HEAD_KEYS = ("conv_body.", "conv_up1.", "conv_up2.", "conv_hr.", "conv_last.")

@@ -75,9 +75,9 @@ def train_zoo_model(
     The GAN stage starts from the EMA weights of ``OUT/<name>-mse.safetensors`` (train the MSE stage
     first into the same ``out``).
     """
-    from desra.fingerprint.lineage import LINEAGE_KEY, current_command, make_lineage
     from desra.models.checkpoint import describe, read_state_dict, save_model
     from desra.models.discriminator import save_discriminator
+    from desra.models.lineage import LINEAGE_KEY, current_command, make_lineage
     from desra.train.loop import train
     from desra.train.zoo_card import write_model_card
 

@@ -28,8 +28,8 @@ def _save_srvgg(path: Path, seed: int) -> Path:
 def _with_lineage(root: Path, mine, stranger) -> tuple[Path, Path]:
     """mine pruned 5 % with its true lineage, and the stranger's weights with a lineage forged to claim mine as source."""
     from desra.fingerprint.attacks import attack_recipe, prune_smallest
-    from desra.fingerprint.lineage import LINEAGE_KEY, make_lineage
     from desra.models.checkpoint import save_model
+    from desra.models.lineage import LINEAGE_KEY, make_lineage
 
     pruned = prune_smallest(mine.module, 0.05)
     pruned_path = save_model(root / "pruned.safetensors", pruned, mine.descriptor, extra_metadata={

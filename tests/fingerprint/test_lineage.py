@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from desra.cli import main
-from desra.fingerprint.lineage import (
+from desra.models.lineage import (
     FORGERY_NOTE,
     LINEAGE_KEY,
     Lineage,

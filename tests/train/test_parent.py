@@ -10,8 +10,15 @@ import torch
 
 from desra.core.errors import CheckpointError
 from desra.models import basicsr_adapter
+from desra.models.parent_delta import (
+    apply_delta,
+    make_delta,
+    read_delta,
+    rebuild,
+    state_sha256,
+    write_delta,
+)
 from desra.train.parent import cache_trunk, head_module, trainable_keys
-from desra.train.parent_delta import apply_delta, make_delta, read_delta, rebuild, state_sha256, write_delta
 
 PARAMS = {"num_in_ch": 3, "num_out_ch": 3, "scale": 4, "num_feat": 8, "num_block": 3, "num_grow_ch": 4}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from desra.core.errors import ConfigError
-from desra.fingerprint.lineage import Lineage
+from desra.models.lineage import Lineage
 from desra.repair.watch_rounds import (
     Derivation,
     holdout_shas,

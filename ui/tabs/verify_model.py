@@ -124,7 +124,7 @@ def _verify(ctx: AppContext, suspect_file, source_name, sigma, p_level, progress
 
 def _lineage_markdown(report) -> str:
     """The lineage panel: what the metadata claims, how it compares with the verdict, and that it can be forged."""
-    from desra.fingerprint.lineage import FORGERY_NOTE, describe_lineage
+    from desra.models.lineage import FORGERY_NOTE, describe_lineage
 
     claim = describe_lineage(report.lineage) if report.lineage else "none recorded"
     flag = {"contradicted": "**Warning: the metadata contradicts the fingerprint.** ", "weights-differ": "**Warning: the metadata was written for other weights.** "}

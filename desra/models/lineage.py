@@ -33,7 +33,7 @@ class Lineage:
     kind: str
     """How the weights were made: 'zoo-train', 'finetune', 'attack' or 'parent-delta' (desra/train/parent.py)."""
     weights_sha256: str
-    """sha256 (desra.train.parent_delta.state_sha256) of the weights this entry was written for; '' if not recorded."""
+    """sha256 (desra.models.parent_delta.state_sha256) of the weights this entry was written for; '' if not recorded."""
     source_name: str | None = None
     """Name of the model the weights were made from; None when trained from initialisation."""
     source_sha256: str | None = None
@@ -63,7 +63,7 @@ class Lineage:
 
 def weights_sha256(module_or_state_dict: Any) -> str:
     """sha256 of an ``nn.Module``'s state dict or of a state dict (keys, shapes, float32 bytes; file-format independent)."""
-    from desra.train.parent_delta import state_sha256
+    from desra.models.parent_delta import state_sha256
 
     # state_sha256 takes tensors and arrays alike.
     return state_sha256(module_or_state_dict.state_dict() if hasattr(module_or_state_dict, "state_dict") else module_or_state_dict)
@@ -121,7 +121,7 @@ def lineage_from_json(data: Mapping[str, Any] | None) -> Lineage | None:
 def read_lineage(metadata: Mapping[str, Any]) -> Lineage | None:
     """The lineage recorded in a checkpoint's desra metadata (``read_state_dict(path)[1]``), or None.
 
-    Every writer stores the :data:`LINEAGE_KEY` entry. Parents rebuilt by desra/train/parent_delta.py
+    Every writer stores the :data:`LINEAGE_KEY` entry. Parents rebuilt by desra/models/parent_delta.py
     before it did carry only their provenance keys (``derived_from``, ``base_sha256``, ``sha256``);
     such files sit in users' model caches and are read as the same ``parent-delta`` lineage.
     """

@@ -133,8 +133,8 @@ def ensure_rebuilt(entry) -> Path:
     import torch
 
     from desra.core.paths import project_root
-    from desra.fingerprint.lineage import LINEAGE_KEY, Lineage
     from desra.models.checkpoint import describe, save_model
+    from desra.models.lineage import LINEAGE_KEY, Lineage
     from desra.models.registry import rebuilt_path
 
     target = rebuilt_path(entry)
