@@ -3,11 +3,13 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -277,3 +279,90 @@ def test_discriminator_loads_from_the_zoo_layout_and_refuses_others(tmp_path):
                            describe("srvgg", generator_params, name="g"))
     with pytest.raises(CheckpointError, match="UNetDiscriminatorSN"):
         load_discriminator(generator)
+
+
+def test_the_flags_the_dashboard_and_a_job_build_one_settings_type():
+    # desra finetune's flags, the dashboard's form and a stored finetune job all end as one FinetuneConfig.
+    from desra.cli import build_parser
+    from desra.core.job_settings import job_params, parse_settings, to_argv
+
+    flags = ["--set", "s", "--pair", "desra-demo-x4", "--iters", "7", "--gan-kind", "hinge", "--no-amp", "--out", "o"]
+    from_cli = FinetuneConfig.from_flags(vars(build_parser().parse_args(["finetune", *flags])))
+    built = FinetuneConfig(set_dir="s", pair="desra-demo-x4", iters=7, gan_kind="hinge", amp=False, out="o")
+    assert from_cli == built
+    assert FinetuneConfig.from_flags(vars(build_parser().parse_args(["finetune", "--set", "s", "--model", "m", "--out", "o"]))) == \
+        FinetuneConfig(set_dir="s", model="m", out="o")  # flags left out: the type's defaults
+    # The job a dashboard submits runs exactly these settings: its parameters become the command's flags again.
+    job = parse_settings("finetune", job_params(built))
+    argv = ["finetune", *to_argv(job)]
+    assert "--no-amp" in argv and not any(a.startswith("--device") for a in argv)  # the device is the runner's
+    assert FinetuneConfig.from_flags(vars(build_parser().parse_args(argv))) == built
+
+
+def test_job_rows_stored_before_the_one_settings_type_still_parse():
+    from desra.core.job_settings import parse_settings, to_argv
+
+    stored = {"set": "/ws/curated", "pair": "desra-demo-x4", "iters": 1000, "save_every": 100, "lr": 0.0001,
+              "patch": 256, "batch": 4}  # what the Repair tab stored
+    assert to_argv(parse_settings("finetune", stored)) == [
+        "--set=/ws/curated", "--pair=desra-demo-x4", "--iters=1000", "--lr=0.0001", "--patch=256", "--batch=4",
+        "--save-every=100"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"batch": 0}, "fine-tune setting --batch 0 must be at least 1"),
+        ({"gan_kind": "wgan"}, "fine-tune setting --gan-kind 'wgan' must be one of vanilla, ragan, hinge"),
+        ({"previews": -1}, "fine-tune setting previews -1 must be at least 0"),
+        ({"model": "m"}, "give exactly one of --pair NAME or --model GAN_CKPT"),
+        ({"pair": None}, "give exactly one of --pair NAME or --model GAN_CKPT"),
+    ],
+)
+def test_fine_tune_settings_are_checked_once_on_construction(values, message):
+    from desra.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        FinetuneConfig(**{"set_dir": "s", "pair": "desra-demo-x4", **values})
+
+
+def test_finetune_needs_a_run_folder(shared_set, tiny_models):
+    from desra.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs a run folder: pass --out DIR"):
+        finetune(FinetuneConfig(set_dir=str(shared_set.root), model=str(tiny_models[0]), device="cpu"))
+
+
+def test_the_repair_service_runs_a_job_in_its_workspace_and_evaluates_it(shared_set, tiny_models, tmp_path):
+    # The dashboard's path: settings -> a confined job -> its run as a watcher sees it -> evaluation -> before/after.
+    from desra.core.errors import JobError
+    from desra.core.job_runner import run_worker
+    from desra.service import repair
+
+    workspace = tmp_path / "ws"
+    shutil.copytree(shared_set.root, workspace / "curated")
+    for model in tiny_models:
+        shutil.copy(model, workspace / model.name)
+    gan, disc = (workspace / model.name for model in tiny_models)
+    outside = FinetuneConfig(set_dir=str(shared_set.root), model=str(gan), device="cpu")
+    with pytest.raises(JobError, match="outside the workspace"):
+        repair.start_finetune(workspace, outside)
+    config = FinetuneConfig(set_dir="curated", model=str(gan), disc=str(disc), iters=2, patch=64, batch=2, save_every=1,
+                            device="cpu")
+    job = repair.start_finetune(workspace, config)
+    assert job["device"] == "cpu" and job["params"]["set"] == str((workspace / "curated").resolve())
+    assert repair.finetune_jobs(workspace) == [job["id"]]
+    with pytest.raises(JobError, match="evaluate it once it is done"):
+        repair.evaluate_job(workspace, job["id"])
+    run_worker(workspace, "cpu", drain=True)
+    view = repair.run_view(workspace, job["id"])
+    assert view.done and view.job["progress"]["iter"] == 2, view.job["log_tail"]
+    assert {row["term"] for row in view.losses} >= {"l1", "d"} and view.previews
+    assert [Path(p).name for p in view.model_files] == ["model.safetensors", "model_basicsr.pth"]
+    assert view.report_rows is None and view.val_items == [item.id for item in shared_set.items("val")]
+    rows = repair.evaluate_job(workspace, job["id"])
+    assert [row[0] for row in rows] == ["val items (with artifacts)", "IoU before → after", "IoU drop",
+                                        "flagged area before → after", "removal rate", "addition rate"]
+    assert repair.run_view(workspace, job["id"]).report_rows == rows
+    before, after = repair.before_after(workspace, job["id"], view.val_items[0])
+    assert Path(before).is_file() and Path(after).is_file() and Path(after).parent.name == "after"
