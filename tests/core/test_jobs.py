@@ -51,13 +51,13 @@ def test_failure_keeps_the_reason(tmp_path):
 
 def test_bad_submissions_are_refused(tmp_path):
     store = JobStore(tmp_path)
-    with pytest.raises(UnknownNameError):
+    with pytest.raises(UnknownNameError, match="unknown job kind 'train-everything'; known kinds: finetune, detect"):
         store.submit("train-everything", {})
     with pytest.raises(JobError, match="set by the runner"):
         store.submit("finetune", {"resume": True})
     with pytest.raises(JobError, match="must be a whole number"):
         store.submit("sleep", {"steps": "many"})
-    with pytest.raises(JobError):
+    with pytest.raises(JobError, match="no job 'nope' in .*jobs.db; list them with `desra jobs list`"):
         store.status("nope")
 
 
@@ -65,12 +65,12 @@ def test_cancel_queued_and_resume(tmp_path):
     store = JobStore(tmp_path)
     job = store.submit("sleep", {"steps": 2, "interval": 0.01})
     assert store.cancel(job.id).state == "cancelled"
-    with pytest.raises(JobError):
+    with pytest.raises(JobError, match="is cancelled; only queued or running jobs can be cancelled"):
         store.cancel(job.id)
     assert store.resume(job.id).state == "queued"
     run_worker(tmp_path, "cpu", drain=True)
     assert store.status(job.id).state == "done"
-    with pytest.raises(JobError):
+    with pytest.raises(JobError, match="is done; only failed or cancelled jobs can be resumed"):
         store.resume(job.id)
 
 
@@ -144,3 +144,27 @@ def test_state_survives_a_killed_runner(tmp_path, monkeypatch):
     final = store.status(job.id)
     assert final.state == "done" and final.attempts == 2
     assert [e["iter"] for e in store.events(job.id)] == list(range(1, 13))
+
+
+def test_the_sleep_kind_runs_as_its_own_module(tmp_path):
+    # The job kind's command: the sleep job is a module of its own, not a mode of the store's.
+    from desra.core.jobs import JOB_KINDS
+
+    assert JOB_KINDS["sleep"].command == ("-m", "desra.core.sleep_job")
+    done = subprocess.run([sys.executable, "-m", "desra.core.sleep_job", "--steps", "2", "--interval", "0", "--out", str(tmp_path)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "sleep: done" in done.stdout, done.stderr
+    failed = subprocess.run([sys.executable, "-m", "desra.core.sleep_job", "--steps", "3", "--interval", "0", "--fail-at", "3",
+                             "--out", str(tmp_path), "--resume"], capture_output=True, text=True, check=False)
+    assert failed.returncode == 2 and "failing at step 3" in failed.stdout
+
+
+def test_the_status_answer_carries_the_latest_progress_and_the_log_tail(tmp_path):
+    from desra.service.jobs import job_progress, submit_job
+
+    job = submit_job(tmp_path, "sleep", {"steps": 2, "interval": 0}, base=tmp_path)
+    run_worker(tmp_path, "cpu", drain=True)
+    answer = job_progress(tmp_path, job.id)
+    assert answer["state"] == "done" and answer["progress"]["iter"] == 2 and answer["progress"]["iters"] == 2
+    assert "sleep: done" in answer["log_tail"]
+    assert set(job.to_json()) | {"progress", "log_tail"} == set(answer)
