@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from desra.core.errors import JobError, UnknownNameError
-from desra.core.job_settings import SleepJob, to_argv
 from desra.core.job_runner import run_worker
+from desra.core.job_settings import SleepJob, to_argv
 from desra.core.jobs import JobStore
 
 

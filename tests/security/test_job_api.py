@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from desra.core.errors import JobError, UnknownNameError
-from desra.core.job_settings import SETTINGS, Confinement, parse_settings, to_argv
 from desra.core.job_runner import job_command, run_worker
+from desra.core.job_settings import SETTINGS, Confinement, parse_settings, to_argv
 from desra.core.jobs import JobStore
 
 
