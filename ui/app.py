@@ -22,6 +22,7 @@ TABS = (
     ("Curate", "curate"),
     ("Repair", "repair"),
     ("Evaluate", "evaluate"),
+    ("Watch", "watch"),
     ("Verify a model", "verify_model"),
     ("Attribute an image", "attribute_image"),
 )
