@@ -193,3 +193,28 @@ def test_arch_registry_names(tiny_params):
         register_arch(get_arch("srvgg"))
     name, params, scale = detect_architecture(get_arch("srvgg").build(tiny_params).state_dict())
     assert (name, scale, params["num_conv"]) == ("srvgg", 2, 2)
+
+
+def test_the_discriminator_is_a_registered_architecture_of_its_own_kind(tmp_path):
+    # Registered beside the generators, but listed, detected and loaded as a discriminator only:
+    # its weights never pass for an upscaler.
+    from desra.models.archs import UNET_DISCRIMINATOR, other_kind
+    from desra.models.discriminator import load_discriminator, save_discriminator
+
+    assert list_archs("discriminator") == [UNET_DISCRIMINATOR] == ["unet_discriminator_sn"]
+    assert UNET_DISCRIMINATOR not in list_archs()
+    torch.manual_seed(0)
+    fresh = load_discriminator(params={"num_in_ch": 3, "num_feat": 8, "skip_connection": True})
+    state = fresh.module.state_dict()
+    assert detect_architecture(state, kind="discriminator")[:2] == (
+        UNET_DISCRIMINATOR, {"num_in_ch": 3, "num_feat": 8, "skip_connection": True, "spectral_norm": True})
+    with pytest.raises(ArchitectureError, match="known architectures: rrdbnet, srvgg, swinir"):
+        detect_architecture(state)
+    assert other_kind(None, state).name == UNET_DISCRIMINATOR and other_kind("srvgg", {}) is None
+    path = save_discriminator(tmp_path / "d.safetensors", fresh.module, fresh.info["arch_params"], name="d")
+    assert read_state_dict(path)[1]["architecture"] == "unet_discriminator_sn"
+    with pytest.raises(CheckpointError, match="is a GAN discriminator"):
+        load_model(path)
+    again = load_discriminator(path)
+    assert again.info == {"architecture": "unet_discriminator_sn", "source": str(path),
+                          "arch_params": {"num_in_ch": 3, "num_feat": 8, "skip_connection": True, "spectral_norm": True}}

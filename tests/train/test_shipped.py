@@ -120,3 +120,19 @@ def test_showcase_window_shows_the_region_boundary():
     y0, x0 = showcase_window(mask, (0, 0, 300, 400), 100)
     flagged = mask[y0:y0 + 100, x0:x0 + 100].mean()
     assert 0.3 <= flagged <= 0.7  # not a crop wholly inside the region
+
+
+def test_showcase_writes_a_readme_crop_from_a_real_detection(tmp_path):
+    # `desra zoo showcase` on one demo photo: the shipped pair flags a region there (docs/images
+    # holds its crop), and the crop is MSE | GAN | overlay around it.
+    import shutil
+
+    from desra.core.imageio import read_image
+    from desra.service.showcase import showcase
+
+    lr = tmp_path / "lr"
+    lr.mkdir()
+    shutil.copy(datasets_dir() / "demo" / "astronaut.png", lr / "astronaut.png")
+    (path,) = showcase(tmp_path / "out", lr_dir=lr, count=1)
+    assert path.name == "showcase_astronaut.png"
+    assert read_image(path).rgb.shape == (256, 3 * 256 + 8, 3)
