@@ -157,6 +157,7 @@ def write_detection(
         labels = np.pad(detection.labels, detection.config.border, mode="edge")
         write_png_uint8(folder / names.semantic, visualize.semantic_legend(labels, ADE20K_CLASSES))
     if names.heatmap is not None:
+        files["heatmap"] = names.heatmap
         write_png_uint8(folder / names.heatmap, visualize.heatmap(detection.d))
     if save_d:
         files["d"] = names.d
