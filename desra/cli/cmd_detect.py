@@ -41,6 +41,8 @@ def _add_detect_options(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     """Add ``desra detect`` to the parser."""
+    from desra.cli.shared import add_engine_options
+
     p = subparsers.add_parser(
         "detect", help="detect GAN-SR artifacts (DeSRA-det)", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -57,6 +59,7 @@ def register(subparsers) -> None:
     _add_detect_options(p)
     p.add_argument("--save-d", action="store_true", help="write <stem>_D.npy (float32, valid region, before semantics)")
     p.add_argument("--out", default="desra-detect", metavar="DIR", help="output folder (default ./desra-detect)")
+    add_engine_options(p)
     p.set_defaults(func=run)
 
 
@@ -72,7 +75,9 @@ def config_from_args(args):
 
 
 def run(args) -> int:
-    from desra.cli.shared import progress_callback
+    from functools import partial
+
+    from desra.cli.shared import progress_callback, ray_options
     from desra.core.errors import ConfigError, DesraError
     from desra.service.detection import (
         detect_folder,
@@ -81,8 +86,11 @@ def run(args) -> int:
         sr_batch,
     )
     from desra.service.pairs import choose_pair
+    from desra.service.ray_engine import detect_folder_ray
 
     started = time.time()
+    on_ray = ray_options(args)
+    engine = detect_folder if on_ray is None else partial(detect_folder_ray, options=on_ray)
     config = config_from_args(args)
     out = Path(args.out)
     if args.lr and (args.mse or args.gan):
@@ -101,7 +109,7 @@ def run(args) -> int:
     if semantics.note is not None:
         print(f"desra: warning: semantic adjustment not used: {semantics.note}", file=sys.stderr)
     with progress_callback("detect") as tick:
-        report = detect_folder(
+        report = engine(
             batch, out, config, semantics, models=models, tile=args.tile, half=args.half, save_sr=args.save_sr,
             save_d=args.save_d, started=started, progress=tick,
         )

@@ -60,3 +60,31 @@ def progress_callback(desc: str):
     finally:
         if bar is not None:
             bar.close()
+
+
+def add_engine_options(parser) -> None:
+    """Add ``--engine local|ray``, ``--address ADDR`` and ``--gpus-per-worker F`` to a batch command's parser."""
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: one process here (default); ray: a Ray Data pipeline on a local Ray or the "
+                             "cluster at --address, same outputs (pip install 'desra[ray]'; see docs/scale.md)")
+    parser.add_argument("--address", metavar="ADDR", default=None,
+                        help="with --engine ray: join the Ray cluster at ADDR ('auto', HOST:6379, ray://HOST:10001) "
+                             "instead of starting a local Ray")
+    parser.add_argument("--gpus-per-worker", type=float, default=None, metavar="F",
+                        help="with --engine ray on CUDA: GPU share of each SR and each detect actor "
+                             "(default 0.5: one of each per GPU)")
+
+
+def ray_options(args):
+    """The ``RayOptions`` of ``--engine ray`` (Ray's presence checked now, before any work), or None for the local engine."""
+    from desra.core.errors import ConfigError
+
+    if args.engine != "ray":
+        if args.address or args.gpus_per_worker is not None:
+            raise ConfigError("--address and --gpus-per-worker set up the Ray engine: add --engine ray, or leave them out")
+        return None
+    from desra.service.ray_engine import RayOptions, import_ray
+
+    import_ray()
+    share = {} if args.gpus_per_worker is None else {"gpus_per_worker": args.gpus_per_worker}
+    return RayOptions(address=args.address, **share)
