@@ -77,11 +77,11 @@ def sr_throughput(ctx: BenchContext) -> list[BenchResult]:
                     )
                 )
     for model_id in NCNN_SIDE_BY_SIDE:
-        results.extend(_against_ncnn(ctx, model_id, photo))
+        results.extend(against_ncnn(ctx, model_id, photo))
     return results
 
 
-def _against_ncnn(ctx: BenchContext, model_id: str, photo) -> list[BenchResult]:
+def against_ncnn(ctx: BenchContext, model_id: str, photo) -> list[BenchResult]:
     """desra (torch) vs Tencent ncnn on the same published weights, image and thread count -> 3 rows."""
     import torch
 

@@ -81,7 +81,7 @@ def blend_weights(size: int, left_overlap: int, right_overlap: int) -> np.ndarra
     return weights
 
 
-def _axis_weights(starts: list[int], tile: int, scale: int) -> list[np.ndarray]:
+def axis_weights(starts: list[int], tile: int, scale: int) -> list[np.ndarray]:
     """Output-space blend weights for each tile start along one axis."""
     result = []
     for i, start in enumerate(starts):
@@ -262,7 +262,7 @@ def _upscale_tiled(runner: _Runner, image: np.ndarray, tile: int | None, overlap
         overlap = tile // 2
     th, tw = min(tile, h), min(tile, w)
     ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
-    wys, wxs = _axis_weights(ys, th, scale), _axis_weights(xs, tw, scale)
+    wys, wxs = axis_weights(ys, th, scale), axis_weights(xs, tw, scale)
     out = np.zeros((h * scale, w * scale, runner.descriptor.out_channels), dtype=np.float32)
     weight_sum = np.zeros((h * scale, w * scale, 1), dtype=np.float32)
     total, done = len(ys) * len(xs), 0

@@ -245,7 +245,7 @@ def test_folder_continues_after_a_broken_image(sharp_model, crop, tmp_path):
 
 
 def test_tile_layout_covers_every_pixel():
-    from desra.models.inference import _axis_weights, tile_starts
+    from desra.models.inference import axis_weights, tile_starts
 
     for length in range(16, 300, 13):
         for tile in (16, 24, 37, 64, 128):
@@ -256,6 +256,6 @@ def test_tile_layout_covers_every_pixel():
                 assert all(0 < b - a <= t - ov for a, b in zip(starts, starts[1:]))
                 for scale in (1, 4):
                     total = np.zeros(length * scale)
-                    for start, weights in zip(starts, _axis_weights(starts, t, scale)):
+                    for start, weights in zip(starts, axis_weights(starts, t, scale)):
                         total[start * scale : (start + t) * scale] += weights
                     assert total.min() > 0.0, (length, tile, overlap, scale)

@@ -377,10 +377,10 @@ def test_pull_falls_back_to_the_package_when_the_download_fails(cache_home, monk
 
 def test_benchmark_times_desra_and_ncnn_on_the_same_weights(photo, cache_home):
     from desra.benchmarks.registry import BenchContext
-    from desra.benchmarks.sr import _against_ncnn
+    from desra.benchmarks.sr import against_ncnn
 
     _files("realesr-animevideov3")
-    rows = _against_ncnn(BenchContext(repeats=1), "realesr-animevideov3", photo("astronaut")[:16, :16])
+    rows = against_ncnn(BenchContext(repeats=1), "realesr-animevideov3", photo("astronaut")[:16, :16])
     by_metric = {row.metric: row for row in rows}
     ours, theirs, ratio = (by_metric[f"realesr-animevideov3 {k}"] for k in ("desra", "ncnn", "desra/ncnn"))
     assert ours.unit == theirs.unit == "MP/s" and ratio.unit == "x"
