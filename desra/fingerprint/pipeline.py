@@ -115,12 +115,17 @@ class LineageReport:
         """{"lineage": ... | None, "lineage_check": {"status", "message", "note"}}."""
         return {"lineage": self.lineage.to_json() if self.lineage else None, "lineage_check": self.check.to_json()}
 
-    def lines(self) -> list[str]:
-        """Text lines for the CLI and the dashboard: the claim, the check, the forgery note."""
-        from desra.models.lineage import FORGERY_NOTE, describe_lineage
+    def claim(self) -> str:
+        """The recorded lineage in one phrase ('finetune of NAME (...)'), or 'none recorded'."""
+        from desra.models.lineage import describe_lineage
 
-        claim = describe_lineage(self.lineage) if self.lineage else "none recorded"
-        return [f"lineage (metadata): {claim}", f"lineage check: {self.check.status}: {self.check.message}", f"note: {FORGERY_NOTE}"]
+        return describe_lineage(self.lineage) if self.lineage else "none recorded"
+
+    def lines(self) -> list[str]:
+        """Text lines for the CLI: the claim, the check, the forgery note."""
+        from desra.models.lineage import FORGERY_NOTE
+
+        return [f"lineage (metadata): {self.claim()}", f"lineage check: {self.check.status}: {self.check.message}", f"note: {FORGERY_NOTE}"]
 
 
 def lineage_report(model, result: SuspectResult) -> LineageReport:

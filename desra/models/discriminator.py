@@ -3,8 +3,9 @@
 It is the architecture ``unet_discriminator_sn`` of :mod:`desra.models.archs` (basicsr's
 UNetDiscriminatorSN, Real-ESRGAN's U-Net with spectral norm; kind ``"discriminator"``), so
 ``load_model`` recognises such a file and refuses to upscale with it. The DeSRA fine-tune
-(``--disc``), the zoo's GAN stage and the fine-tune benchmark all get their discriminator from
-:func:`load_discriminator`; the zoo ships it with :func:`save_discriminator`.
+(``--disc``, else the pair's :func:`shipped_discriminator`), the zoo's GAN stage and the fine-tune
+benchmark all get their discriminator from :func:`load_discriminator`; the zoo ships it with
+:func:`save_discriminator`.
 """
 
 from __future__ import annotations
@@ -62,6 +63,19 @@ def load_discriminator(path: str | os.PathLike | None = None, *, params: Mapping
     except RuntimeError as error:
         raise CheckpointError(f"discriminator {path} does not fit UNetDiscriminatorSN {options}: {str(error)[:300]}") from None
     return LoadedDiscriminator(module, _info(options, str(path)))
+
+
+def shipped_discriminator(pair: str) -> Path | None:
+    """The discriminator shipped for a registered pair: registry id ``<pair>-disc``, else ``weights/<pair>-disc.safetensors``; None when absent."""
+    from desra.core.errors import UnknownNameError
+    from desra.core.paths import weights_dir
+    from desra.models import registry
+
+    try:
+        path = registry.model_path(registry.get_model(f"{pair}-disc"))
+    except UnknownNameError:
+        path = weights_dir() / f"{pair}-disc.safetensors"
+    return path if path.is_file() else None
 
 
 def _info(params: dict[str, Any], source: str) -> dict[str, Any]:

@@ -213,19 +213,6 @@ def make_batch_fn(data: TrainData, batch: int, seed: int) -> Callable[..., tuple
     return batch_fn
 
 
-def _pair_discriminator(pair: str) -> Path | None:
-    """The discriminator shipped for a pair: registry id ``<pair>-disc``, else ``weights/<pair>-disc.safetensors``."""
-    from desra.core.errors import UnknownNameError
-    from desra.core.paths import weights_dir
-    from desra.models import registry
-
-    try:
-        path = registry.model_path(registry.get_model(f"{pair}-disc"))
-    except UnknownNameError:
-        path = weights_dir() / f"{pair}-disc.safetensors"
-    return path if path.is_file() else None
-
-
 def _drop_corrupt_checkpoints(out: Path, emit: Callable[[dict[str, Any]], None]) -> None:
     """Set aside (rename ``*.corrupt``) final-named checkpoints that do not load, newest first, so resume takes the last good one."""
     from desra.train.loop import list_checkpoints, load_checkpoint
@@ -283,6 +270,7 @@ def _finetune(config: FinetuneConfig, info, *, resume: bool, on_event) -> Finetu
     """:func:`finetune` in one process of ``info`` (a :class:`desra.train.distributed.Distributed`)."""
     from desra.core.atomic import atomic_write_text
     from desra.models.checkpoint import load_model, save_basicsr, save_model
+    from desra.models.discriminator import load_discriminator, shipped_discriminator
     from desra.repair.basicsr_export import basicsr_options, write_basicsr_data
     from desra.repair.curated import open_set
     from desra.service.pairs import load_pair
@@ -301,7 +289,7 @@ def _finetune(config: FinetuneConfig, info, *, resume: bool, on_event) -> Finetu
     data = load_train_data(config.set_dir, config.patch)  # a set problem should surface before models load
     if config.pair:
         _, gan = load_pair(config.pair)
-        disc_path = config.disc or _pair_discriminator(config.pair)
+        disc_path = config.disc or shipped_discriminator(config.pair)
     else:
         gan = load_model(config.model, role="gan")
         disc_path = config.disc
@@ -311,8 +299,6 @@ def _finetune(config: FinetuneConfig, info, *, resume: bool, on_event) -> Finetu
         # A fresh D's initialisation follows the run's seed, not whatever the global RNG holds, so the
         # same command gives the same run (and the same on every torchrun rank).
         torch.manual_seed(config.seed)
-    from desra.models.discriminator import load_discriminator
-
     discriminator, disc_info = load_discriminator(disc_path)
     if disc_path is None and info.is_main:
         message = ("no discriminator given and none is shipped for this model: starting from a FRESH U-Net SN "

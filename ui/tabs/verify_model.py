@@ -124,12 +124,11 @@ def _verify(ctx: AppContext, suspect_file, source_name, sigma, p_level, progress
 
 def _lineage_markdown(report) -> str:
     """The lineage panel: what the metadata claims, how it compares with the verdict, and that it can be forged."""
-    from desra.models.lineage import FORGERY_NOTE, describe_lineage
+    from desra.models.lineage import FORGERY_NOTE
 
-    claim = describe_lineage(report.lineage) if report.lineage else "none recorded"
     flag = {"contradicted": "**Warning: the metadata contradicts the fingerprint.** ", "weights-differ": "**Warning: the metadata was written for other weights.** "}
     return (
-        f"**Lineage (from the suspect's metadata):** {claim}\n\n"
+        f"**Lineage (from the suspect's metadata):** {report.claim()}\n\n"
         f"{flag.get(report.check.status, '')}Lineage check: *{report.check.status}*: {report.check.message}.\n\n"
         f"_Note: {FORGERY_NOTE}._"
     )
