@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -25,16 +26,31 @@ def _match(folder_or_file: Path | None, stem: str, single: bool) -> Path | None:
     return None
 
 
+def _prepare_here(files, models, **kwargs):
+    """The local engine of `desra set add`: prepare_file for each (LR file, mask file), in turn; a failure is yielded."""
+    from desra.core.errors import DesraError
+    from desra.service.sets import prepare_file
+
+    for lr_file, mask_file in files:
+        try:
+            yield prepare_file(lr_file, models, mask_file=mask_file, **kwargs)
+        except DesraError as error:
+            yield error
+
+
 def _add(args) -> int:
     from tqdm import tqdm
 
+    from desra.cli.shared import ray_options
     from desra.core.errors import DatasetError, DesraError
-    from desra.core.imageio import list_images, read_image, read_mask
+    from desra.core.imageio import list_images, read_mask
     from desra.repair.curated import open_set
     from desra.service.detection import resolve_semantics
     from desra.service.pairs import choose_pair
-    from desra.service.sets import add_image
+    from desra.service.ray_engine import prepare_files_ray
+    from desra.service.sets import store_image
 
+    on_ray = ray_options(args)
     curated = open_set(args.dir)
     models = choose_pair(args.pair, args.mse_model, args.gan_model, device=args.device)
     single = args.lr.is_file()
@@ -48,26 +64,42 @@ def _add(args) -> int:
                                       device=args.device)
         if semantics.note is not None:
             print(f"desra: warning: semantic adjustment not used: {semantics.note}", file=sys.stderr)
-    failures = []
-    for path in tqdm(files, desc="adding", unit="image", disable=len(files) < 2):
+    # Each file's mask and label are found first; the engine (here, or Ray) prepares the files found (SR,
+    # detection) and they are stored here, in file order, as they come.
+    found = []
+    for path in files:
         try:
             mask_path = _match(args.mask, path.stem, single)
             if args.mask is not None and mask_path is None:
                 raise DatasetError(f"no mask for {path.name} in {args.mask} (looked for {path.stem}.png, {path.stem}_mask.png)")
-            label_path = _match(args.label, path.stem, single)
-            provenance = {"lr_file": str(path.resolve())}
-            if mask_path:
-                provenance["mask_file"] = str(mask_path.resolve())
-            item = add_image(
-                curated, path.stem, read_image(path).rgb, models, config=config, semantics=semantics,
-                mask=read_mask(mask_path) if mask_path else None, label=read_mask(label_path) if label_path else None,
-                split=args.split, tile=args.tile, provenance=provenance,
-            )
-            print(f"added {item.id}  split {item.split}  mask {100 * item.mask_fraction:.2f} % ({item.mask_source})")
+            found.append((path, mask_path, _match(args.label, path.stem, single), None))
         except DesraError as error:
             if single:
                 raise
-            failures.append(f"{path.name}: {error}")
+            found.append((path, None, None, error))
+    todo = [(path, mask_path) for path, mask_path, _, refused in found if refused is None]
+    kwargs = {"config": config, "semantics": semantics, "tile": args.tile}
+    prepared = _prepare_here(todo, models, **kwargs) if on_ray is None else prepare_files_ray(todo, models, options=on_ray, **kwargs)
+    failures = []
+    with contextlib.closing(prepared):  # a local Ray the engine started stops even when one file stops the command
+        for path, mask_path, label_path, refused in tqdm(found, desc="adding", unit="image", disable=len(files) < 2):
+            try:
+                result = refused or next(prepared)
+                if isinstance(result, DesraError):
+                    raise result
+                lr, image = result
+                provenance = {"lr_file": str(path.resolve())}
+                if mask_path:
+                    provenance["mask_file"] = str(mask_path.resolve())
+                item = store_image(
+                    curated, path.stem, lr, image, label=read_mask(label_path) if label_path else None,
+                    split=args.split, provenance=provenance,
+                )
+                print(f"added {item.id}  split {item.split}  mask {100 * item.mask_fraction:.2f} % ({item.mask_source})")
+            except DesraError as error:
+                if single:
+                    raise
+                failures.append(f"{path.name}: {error}")
     for failure in failures:
         print(f"refused {failure}")
     return 2 if failures else 0
@@ -146,7 +178,7 @@ def _import(args) -> int:
 
 def register(subparsers) -> None:
     """Add `desra set ...` to the `desra` parser."""
-    from desra.cli.shared import add_segmenter_option
+    from desra.cli.shared import add_engine_options, add_segmenter_option
 
     parser = subparsers.add_parser("set", help="curated fine-tune sets (LR, MSE-SR, GAN-SR, mask, pseudo-GT)")
     group = parser.add_subparsers(dest="set_command", metavar="ACTION")
@@ -173,6 +205,7 @@ def register(subparsers) -> None:
     p.add_argument("--min-area", type=int, default=None, help="detector minimum region area in SR pixels")
     p.add_argument("--device", default="cpu")
     p.add_argument("--tile", type=int, default=None, help="SR tile size for large images")
+    add_engine_options(p)
     p.set_defaults(func=_add)
 
     p = group.add_parser("split", help="assign items to train/val at random")

@@ -26,7 +26,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # numpy, torch and ray stay out of import time
     from desra.detect.pipeline import DetectConfig
     from desra.service.detection import Batch, Semantics
     from desra.service.pairs import ModelPair
+    from desra.service.sets import PreparedImage
 
 INSTALL_HINT = "pip install 'desra[ray]'"
 
@@ -63,15 +64,40 @@ class RayOptions:
 
 
 @dataclass(frozen=True)
+class _ShippedSemantics:
+    """A run's semantics as they travel to the actors: a loaded SegFormer does not pickle, so each actor
+    loads it again from its source."""
+
+    semantics: Semantics | None
+    """The run's semantics without the loaded segmenter (None: no semantics given)."""
+    segmenter: tuple[str, str] | None
+    """(source, device) of the run's segmenter; None without one."""
+
+    @classmethod
+    def of(cls, semantics: Semantics | None) -> _ShippedSemantics:
+        """Pack ``semantics`` for the actors."""
+        loaded = semantics.segmenter if semantics is not None else None
+        if loaded is None:
+            return cls(semantics, None)
+        return cls(replace(semantics, segmenter=None), (loaded.name, loaded.device))
+
+    def load(self) -> Semantics | None:
+        """The run's semantics in this actor, its segmenter loaded here."""
+        if self.segmenter is None:
+            return self.semantics
+        from desra.detect.semantic import load_segmenter
+
+        source, device = self.segmenter
+        return replace(self.semantics, segmenter=load_segmenter(source, device=device))
+
+
+@dataclass(frozen=True)
 class _Plan:
     """What every image's steps need, the same for the whole run: shipped once to each actor."""
 
     out: Path
     config: DetectConfig
-    semantics: Semantics
-    """The run's semantics without the loaded segmenter (a transformers model does not pickle)."""
-    segmenter: tuple[str, str] | None
-    """(source, device) each detect actor loads the run's segmenter from; None without one."""
+    semantics: _ShippedSemantics
     models: ModelPair | None
     tile: int | None
     half: bool
@@ -158,13 +184,8 @@ class _Detector:
     def __init__(self, plan: _Plan) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        from desra.detect.semantic import load_segmenter
-
         self.plan = plan
-        self.semantics = plan.semantics
-        if plan.segmenter is not None:
-            source, device = plan.segmenter
-            self.semantics = replace(plan.semantics, segmenter=load_segmenter(source, device=device))
+        self.semantics = plan.semantics.load()
         self.pool = ThreadPoolExecutor(max_workers=2)  # the overlay is encoded while the rest is written
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -239,9 +260,7 @@ def detect_folder_ray(
     if len(set(lr_jobs)) > 1:
         raise ConfigError("one Ray run takes either LR images or MSE/GAN pairs, not both")
     out.mkdir(parents=True, exist_ok=True)
-    loaded = semantics.segmenter
-    segmenter = None if loaded is None else (loaded.name, loaded.device)
-    plan = _Plan(out, config, replace(semantics, segmenter=None), segmenter, models, tile, half, save_sr, save_d)
+    plan = _Plan(out, config, _ShippedSemantics.of(semantics), models, tile, half, save_sr, save_d)
     rows = [
         {"index": i, "stem": stem, "first": str(first), "second": str(second or ""), "error": ""}
         for i, (stem, first, second) in enumerate(batch.jobs)
@@ -264,3 +283,89 @@ def detect_folder_ray(
         else:
             images.append(json.loads(done[i]["entry"]))
     return write_run_report(out, batch, config, semantics, images, failures, started=started)
+
+
+# --- desra set add ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _SetPlan:
+    """What preparing each LR file of ``desra set add`` needs: shipped once to each actor."""
+
+    models: ModelPair
+    config: DetectConfig
+    semantics: _ShippedSemantics
+    tile: int | None
+
+
+class _Preparer:
+    """Set-add actor: reads an LR file (and its mask file) and prepares it with the local engine's
+    ``prepare_file`` (both SR models, then DeSRA-det unless a mask was given)."""
+
+    def __init__(self, plan: _SetPlan) -> None:
+        self.plan = plan
+        self.semantics = plan.semantics.load()
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        import pickle
+
+        import numpy as np
+
+        from desra.service.sets import prepare_file
+
+        plan = self.plan
+        try:
+            lr, prepared = prepare_file(
+                Path(row["lr"]), plan.models, mask_file=Path(row["mask"]) if row["mask"] else None,
+                config=plan.config, semantics=self.semantics, tile=plan.tile,
+            )
+        except DesraError as error:  # sent whole, so the driver raises it with its own type
+            empty = np.zeros((0, 0, 3), np.float32)
+            return {"index": row["index"], "error": pickle.dumps(error), "lr": empty, "mse": empty, "gan": empty,
+                    "mask": np.zeros((0, 0), bool), "mask_source": "", "provenance": ""}
+        return {"index": row["index"], "error": b"", "lr": lr, "mse": prepared.mse, "gan": prepared.gan,
+                "mask": np.asarray(prepared.mask, bool), "mask_source": prepared.mask_source,
+                "provenance": json.dumps(prepared.provenance)}
+
+
+def prepare_files_ray(
+    files: Sequence[tuple[Path, Path | None]],
+    models: ModelPair,
+    *,
+    config: DetectConfig,
+    semantics: Semantics | None = None,
+    tile: int | None = None,
+    options: RayOptions | None = None,
+) -> Iterator[tuple[Any, PreparedImage] | DesraError]:
+    """:func:`desra.service.sets.prepare_file` for each (LR file, mask file or None) on Ray, yielded in
+    input order as they are ready: (LR image, PreparedImage), or the ``DesraError`` that file raised.
+
+    The caller stores each result (the set's manifest is written by this process only); a local Ray
+    started here is shut down when the iteration ends or is abandoned.
+    """
+    import pickle
+
+    from desra.service.sets import PreparedImage
+
+    options = options or RayOptions()
+    plan = _SetPlan(models, config, _ShippedSemantics.of(semantics), tile)
+    rows = [{"index": i, "lr": str(lr), "mask": str(mask or "")} for i, (lr, mask) in enumerate(files)]
+    if not rows:
+        return
+    waiting: dict[int, dict[str, Any]] = {}
+    with ray_session(options) as ray:
+        _quiet_ray_data(ray)
+        dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
+        dataset = dataset.map(_Preparer, fn_constructor_args=(plan,), **_pool_options(ray, config, options, pools=1))
+        following = 0
+        for row in dataset.iter_rows():
+            waiting[int(row["index"])] = row
+            while following in waiting:
+                ready = waiting.pop(following)
+                following += 1
+                if ready["error"]:
+                    yield pickle.loads(ready["error"])
+                else:
+                    prepared = PreparedImage(ready["mse"], ready["gan"], ready["mask"], ready["mask_source"],
+                                             json.loads(ready["provenance"]))
+                    yield ready["lr"], prepared

@@ -1,17 +1,20 @@
 """Add LR images to a curated set: SR through the pair, DeSRA-det with the chosen segmenter and class weights
 (or a mask the user gives), and the item stored with a provenance that records what ran.
 
-`desra set add` calls :func:`add_image` per file. The dashboard's items come from its Detect tab,
+`desra set add` prepares each file (:func:`prepare_file`: SR and detection, the part the Ray engine spreads
+over a cluster) and stores it (:func:`store_image`); :func:`add_image` does both for one image. The dashboard's items come from its Detect tab,
 whose detections carry the same :func:`detection_provenance` into the items the Correct tab saves.
 The set itself (folder and manifest) is ``desra.repair.curated``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # numpy and torch stay out of import time
+    from pathlib import Path
+
     import numpy as np
 
     from desra.detect.pipeline import DetectConfig, Detection
@@ -60,6 +63,36 @@ def add_image(
     as the user's. ``label`` is a human-labelled mask kept for evaluate-run; ``provenance`` adds
     the caller's facts (input files). Models and SR run on ``config.device``.
     """
+    prepared = prepare_image(lr, models, config=config, semantics=semantics, mask=mask, tile=tile)
+    return store_image(curated, name, lr, prepared, label=label, split=split, provenance=provenance)
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An LR image made ready for a set: its SR outputs, its mask and what made the mask."""
+
+    mse: np.ndarray
+    """(s*h, s*w, 3) float32 [0, 1] MSE-SR output."""
+    gan: np.ndarray
+    """(s*h, s*w, 3) float32 [0, 1] GAN-SR output."""
+    mask: np.ndarray
+    """(s*h, s*w) bool artifact mask."""
+    mask_source: str
+    """'detected' (DeSRA-det ran) or 'file' (the user's mask)."""
+    provenance: dict[str, Any]
+    """Models, detector settings and semantics, or ``by: user``."""
+
+
+def prepare_image(
+    lr: np.ndarray,
+    models: ModelPair,
+    *,
+    config: DetectConfig | None = None,
+    semantics: Semantics | None = None,
+    mask: np.ndarray | None = None,
+    tile: int | None = None,
+) -> PreparedImage:
+    """The work of :func:`add_image` before anything is stored: both SR outputs and the detected (or given) mask."""
     from desra.detect.pipeline import DetectConfig, detect_lr
     from desra.models.inference import upscale
 
@@ -67,11 +100,41 @@ def add_image(
     if mask is None:
         kwargs = semantics.detect_kwargs() if semantics is not None else {}
         detection, mse, gan = detect_lr(lr, models.mse, models.gan, config, tile=tile, **kwargs)
-        mask, source, made = detection.mask, "detected", detection_provenance(detection, models)
-    else:
-        mse = upscale(models.mse, lr, tile=tile, device=config.device)
-        gan = upscale(models.gan, lr, tile=tile, device=config.device)
-        source, made = "file", {**model_provenance(models), "by": "user"}
+        return PreparedImage(mse, gan, detection.mask, "detected", detection_provenance(detection, models))
+    mse = upscale(models.mse, lr, tile=tile, device=config.device)
+    gan = upscale(models.gan, lr, tile=tile, device=config.device)
+    return PreparedImage(mse, gan, mask, "file", {**model_provenance(models), "by": "user"})
+
+
+def prepare_file(
+    lr_file: Path,
+    models: ModelPair,
+    *,
+    mask_file: Path | None = None,
+    config: DetectConfig | None = None,
+    semantics: Semantics | None = None,
+    tile: int | None = None,
+) -> tuple[np.ndarray, PreparedImage]:
+    """Read an LR file (and the user's mask file, if any) and prepare it: -> (LR image, :class:`PreparedImage`)."""
+    from desra.core.imageio import read_image, read_mask
+
+    lr = read_image(lr_file).rgb
+    mask = read_mask(mask_file) if mask_file else None
+    return lr, prepare_image(lr, models, config=config, semantics=semantics, mask=mask, tile=tile)
+
+
+def store_image(
+    curated: CuratedSet,
+    name: str,
+    lr: np.ndarray,
+    prepared: PreparedImage,
+    *,
+    label: np.ndarray | None = None,
+    split: str = "train",
+    provenance: dict[str, Any] | None = None,
+) -> Item:
+    """Store a prepared LR image in ``curated`` as item ``name`` (``provenance`` adds the caller's facts)."""
     return curated.add(
-        name, lr, mse, gan, mask, mask_source=source, provenance={**made, **(provenance or {})}, label=label, split=split,
+        name, lr, prepared.mse, prepared.gan, prepared.mask, mask_source=prepared.mask_source,
+        provenance={**prepared.provenance, **(provenance or {})}, label=label, split=split,
     )

@@ -90,3 +90,31 @@ def test_without_ray_the_engine_says_in_one_line_how_to_install_it(tmp_path, pho
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("desra: error: ") and "pip install 'desra[ray]'" in lines[0], lines
+
+
+@pytest.mark.slow
+def test_set_add_on_ray_stores_the_local_engines_items(local_ray, tmp_path, photo, tiny_segformer, capsys):
+    from desra.repair.curated import open_set
+
+    lr = tmp_path / "lr"
+    lr.mkdir()
+    for i, name in enumerate(PHOTOS):
+        write_image(lr / f"{i}_{name}.png", photo(name)[100:132, 100:148])
+    (lr / "2_chelsea.png").write_bytes((lr / "2_chelsea.png").read_bytes()[:200])  # truncated, in the middle
+    sets = {}
+    for engine in ("local", "ray"):
+        root = tmp_path / engine
+        assert main(["set", "create", str(root)]) == 0
+        assert main(["set", "add", str(root), "--lr", str(lr), "--pair", "desra-demo-x4", "--min-area", "50",
+                     "--segmenter", str(tiny_segformer), "--engine", engine]) == 2  # one file refused
+        sets[engine] = {item.name: item for item in open_set(root).items()}
+    assert list(sets["ray"]) == list(sets["local"]) == ["0_astronaut", "1_coffee", "3_rocket"]
+    for name, item in sets["local"].items():
+        theirs = sets["ray"][name]
+        assert {**theirs.to_json(), "id": None} == {**item.to_json(), "id": None}
+        assert theirs.provenance["segmenter"] == str(tiny_segformer)
+        files = sorted(p.name for p in item.folder.iterdir())
+        assert files == sorted(p.name for p in theirs.folder.iterdir()) and "mask.png" in files
+        for file in files:
+            assert (theirs.folder / file).read_bytes() == (item.folder / file).read_bytes(), (name, file)
+    assert capsys.readouterr().out.count("refused 2_chelsea.png: ") == 2
