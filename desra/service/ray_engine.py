@@ -1,4 +1,5 @@
-"""Batch detection on Ray Data: the local engine's per-image steps, spread over the cores and GPUs of a cluster.
+"""Batch detection (and ``desra set add``) on Ray Data: the local engine's per-image steps, spread over the
+cores and GPUs of a cluster.
 
 :func:`detect_folder_ray` takes what :func:`desra.service.detection.detect_folder` takes and gives
 what it gives (the same files in ``out``, byte for byte, and the same ``report.json`` apart from
@@ -9,6 +10,10 @@ what it gives (the same files in ``out``, byte for byte, and the same ``report.j
               -> D map, semantics, morphology, regions (``detect_artifacts``) and the image's files
                  (``write_image_outputs``): an actor pool, the segmenter loaded once per actor
   SR pairs:   read -> the same detect-and-write actors
+
+``desra set add`` (:func:`prepare_files_ray`) runs ``desra.service.sets.prepare_file`` (read, SR,
+DeSRA-det unless a mask was given) in one actor pool and hands each result back in file order; the
+caller stores it, so the set's manifest is written by one process.
 
 An image that fails (a ``DesraError``) travels on as that row's error and is listed as the local engine
 lists it; the others go on. Rows reach the driver in the order they finish and are put back in input
