@@ -16,9 +16,10 @@ from desra.core.imageio import write_image
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_ray():
-    """A local Ray with a 200 MB object store, started once; every Ray run of the session joins it."""
+    """A local Ray with a 200 MB object store, started once: every Ray run of the test session is in this
+    module and joins it, and its processes are gone before the rest of the suite runs."""
     from desra.service.ray_engine import RayOptions, ray_session
 
     with ray_session(RayOptions(num_cpus=2, object_store_bytes=200 * 1024**2)) as ray:
@@ -118,3 +119,24 @@ def test_set_add_on_ray_stores_the_local_engines_items(local_ray, tmp_path, phot
         for file in files:
             assert (theirs.folder / file).read_bytes() == (item.folder / file).read_bytes(), (name, file)
     assert capsys.readouterr().out.count("refused 2_chelsea.png: ") == 2
+
+
+def test_gpu_shares_that_do_not_fit_the_cluster_are_refused_with_the_numbers(local_ray, tmp_path, photo):
+    from desra.core.errors import ConfigError
+    from desra.detect.pipeline import DetectConfig
+    from desra.service.detection import resolve_semantics, sr_batch
+    from desra.service.ray_engine import RayOptions, detect_folder_ray
+
+    for side in ("mse", "gan"):
+        write_image(tmp_path / f"{side}.png", photo("rocket")[:64, :64])
+    batch = sr_batch(tmp_path / "mse.png", tmp_path / "gan.png")
+    with pytest.raises(ConfigError, match=r"--gpus-per-worker 8: 1 actor pool\(s\) need 8 GPU\(s\) to start but the Ray cluster has"):
+        detect_folder_ray(batch, tmp_path / "out", DetectConfig(device="cuda"), resolve_semantics("none"),
+                          options=RayOptions(gpus_per_worker=8.0))
+    with pytest.raises(ConfigError, match=r"--gpus-per-worker must be a GPU share in \(0, 8\] \(got 0.0\)"):
+        RayOptions(gpus_per_worker=0.0)
+
+
+def test_ray_flags_without_the_ray_engine_are_refused(tmp_path, capsys):
+    assert main(["detect", "--mse", str(tmp_path), "--gan", str(tmp_path), "--address", "auto"]) == 2
+    assert "--address and --gpus-per-worker set up the Ray engine: add --engine ray" in capsys.readouterr().err
