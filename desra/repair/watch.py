@@ -102,7 +102,7 @@ class WatchService:
         self._models: dict[int, Any] = {}
         self._semantics = None
         self._record_original()
-        self.rounds = Rounds(self.workspace, self.store, settings, self.note)
+        self.rounds = Rounds(self.workspace, self.store, settings, self.note, self.refresh_stale)
 
     def _record_original(self) -> None:
         """Version 0 is the pair's GAN model as registered (recorded once, with its weights' sha256)."""
@@ -238,9 +238,6 @@ class WatchService:
 
     def _detect(self, image: ImageRecord, data: bytes | None) -> None:
         """Detect one claimed image and record it clean, artifact or failed."""
-        from desra.detect.pipeline import DetectConfig, detect_lr
-        from desra.service.sets import detection_provenance
-
         if image.attempts > MAX_DETECTION_ATTEMPTS:
             self._fail(image, f"its detection was interrupted {image.attempts - 1} times; remove or replace the file")
             return
@@ -254,29 +251,63 @@ class WatchService:
             return
         version = self.store.current_version() or 0
         self.note(f"{image.name}: detecting with model version {version}")
-        models = self._load(version)
-        detection, mse, gan = detect_lr(lr, models.mse, models.gan, DetectConfig(), **self._semantic_setup().detect_kwargs())
-        thumb = self._thumbnail(image, gan, detection.mask)
-        flagged = float(detection.flagged_fraction)
-        if not detection.mask.any():
+        mask, mse, gan, provenance = self.detect_with(version, lr, image)
+        thumb = self._thumbnail(image, gan, mask)
+        flagged = float(mask.mean())
+        if not mask.any():
             self.store.finish_image(image.sha256, "clean", flagged=flagged, version=version, thumb=thumb)
             self.note(f"{image.name}: clean")
             return
-        provenance = {**detection_provenance(detection, models),
-                      "watch": {"sha256": image.sha256, "path": image.path, "version": version}}
-        item_id = self._add_item(image, lr, mse, gan, detection.mask, provenance)
+        item_id = self._add_item(image, lr, mse, gan, mask, provenance, version)
         self.store.finish_image(image.sha256, "artifact", flagged=flagged, item_id=item_id, version=version, thumb=thumb)
         self.note(f"{image.name}: artifacts on {100 * flagged:.1f} % of the image")
+
+    def detect_with(self, version: int, lr, image: ImageRecord):
+        """DeSRA-det of an LR ``(h, w, 3)`` float32 image with model ``version`` -> (mask (sH, sW) bool, MSE-SR, GAN-SR, item provenance)."""
+        from desra.detect.pipeline import DetectConfig, detect_lr
+        from desra.service.sets import detection_provenance
+
+        models = self._load(version)
+        detection, mse, gan = detect_lr(lr, models.mse, models.gan, DetectConfig(), **self._semantic_setup().detect_kwargs())
+        provenance = {**detection_provenance(detection, models),
+                      "watch": {"sha256": image.sha256, "path": image.path, "version": version}}
+        return detection.mask, mse, gan, provenance
+
+    def refresh_stale(self) -> None:
+        """Detect again, with the current version, the gathered artifact images an earlier version detected.
+
+        After a promotion the next round must count the new model's artifacts: each such image's old
+        item is removed (a soft delete) and it gets a new item from the current version, or becomes
+        clean. Its row changes last, so a kill in between redoes that image only (the item is found again).
+        """
+        version = self.store.current_version() or 0
+        stale = [image for image in self.store.gathering() if image.version != version]
+        if stale:
+            self.note(f"{len(stale)} gathered images were detected with an earlier version; detecting them with version {version}")
+        curated = self._artifact_set()
+        for image in stale:
+            lr = curated.load(image.item_id).lr
+            if not curated.item(image.item_id).deleted:
+                curated.remove(image.item_id)
+            mask, mse, gan, provenance = self.detect_with(version, lr, image)
+            thumb = self._thumbnail(image, gan, mask)
+            if mask.any():
+                item_id = self._add_item(image, lr, mse, gan, mask, provenance, version)
+                self.store.finish_image(image.sha256, "artifact", flagged=float(mask.mean()), item_id=item_id, version=version, thumb=thumb)
+            else:
+                self.store.finish_image(image.sha256, "clean", flagged=0.0, version=version, thumb=thumb)
+                self.note(f"{image.name}: no longer flagged by version {version}")
 
     def _fail(self, image: ImageRecord, why: str) -> None:
         self.store.finish_image(image.sha256, "failed", error=why)
         self.note(f"{image.name}: failed: {why}")
 
-    def _add_item(self, image: ImageRecord, lr, mse, gan, mask, provenance: dict[str, Any]) -> str:
-        """The image's item in the artifact set: the one an interrupted earlier attempt added, else a new one."""
+    def _add_item(self, image: ImageRecord, lr, mse, gan, mask, provenance: dict[str, Any], version: int) -> str:
+        """The image's item of ``version`` in the artifact set: the one an interrupted earlier attempt added, else a new one."""
         curated = self._artifact_set()
         for item in curated.items():
-            if item.provenance.get("watch", {}).get("sha256") == image.sha256:
+            made = item.provenance.get("watch", {})
+            if (made.get("sha256"), made.get("version")) == (image.sha256, version):
                 return item.id
         return curated.add(image.name, lr, mse, gan, mask, mask_source="detected", provenance=provenance).id
 

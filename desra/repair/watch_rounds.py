@@ -104,13 +104,20 @@ def _pct(value: float | None) -> str:
 
 
 class Rounds:
-    """Forms, follows and decides the rounds of one workspace's watch."""
+    """Forms, follows and decides the rounds of one workspace's watch.
 
-    def __init__(self, workspace: Path, store: WatchStore, settings: WatchSettings, note: Callable[[str], None]):
+    ``refresh_stale()`` detects the gathered images again with the current version when they were
+    detected with another (:meth:`desra.repair.watch.WatchService.refresh_stale`): a round counts and
+    trains on the artifacts of the model it repairs, its pseudo-GT made from that model's output.
+    """
+
+    def __init__(self, workspace: Path, store: WatchStore, settings: WatchSettings, note: Callable[[str], None],
+                 refresh_stale: Callable[[], None]):
         self.workspace = workspace
         self.store = store
         self.settings = settings
         self.note = note
+        self.refresh_stale = refresh_stale
 
     def in_flight(self) -> RoundRecord | None:
         """The round not yet done or failed, if any (there is at most one)."""
@@ -124,6 +131,7 @@ class Rounds:
         """Move the round in flight one step, or open the next when enough artifacts gathered; True when something changed."""
         current = self.in_flight()
         if current is None:
+            self.refresh_stale()
             gathered = self.store.gathering()
             if len(gathered) < self.settings.repair_after:
                 return False
@@ -155,7 +163,8 @@ class Rounds:
         return True
 
     def _build_set(self, current: RoundRecord, root: Path) -> None:
-        """The round's curated set from the watch's artifact set: held-out images in val, the others in train."""
+        """The round's curated set from the watch's artifact set: held-out images in val, the others in train
+        (every image was detected by the version this round repairs: see ``refresh_stale``)."""
         from desra.repair.curated import create_set, open_set
         from desra.repair.watch import artifacts_dir
 

@@ -56,7 +56,9 @@ def test_kill_during_detection_then_restart_redoes_that_image_once(photo, tmp_pa
 @pytest.mark.slow
 def test_kill_during_repair_then_restart_follows_the_same_job_and_rollback_restores(photo, tmp_path, workspace):
     folder = tmp_path / "in"
-    write_tiles(photo("astronaut"), folder, "astronaut", side=128, count=3)  # the top row: all three show artifacts
+    # The top row of tiles, all four with artifacts: the first three make round 1, the fourth is still
+    # detected by version 0 while round 1 is in flight.
+    write_tiles(photo("astronaut"), folder, "astronaut", side=128, count=4)
     flags = ("--repair-after", "3", "--iters", "30", "--min-removal", "0")
     service = start_service(folder, workspace, *flags)
     seen: list[str] = []
@@ -73,8 +75,15 @@ def test_kill_during_repair_then_restart_follows_the_same_job_and_rollback_resto
     assert list(report) == ["images", "artifact_images", "clean_images", "failed", "rounds", "current_version"]
     [round_1] = report["rounds"]
     assert list(round_1) == ["version", "state", "removal", "addition", "promoted", "reason"]
-    assert (report["images"], report["artifact_images"], round_1["state"], round_1["addition"]) == (3, 3, "done", 0.0)
+    assert (report["images"], round_1["state"], round_1["addition"]) == (4, "done", 0.0)
     assert round_1["promoted"] is True and report["current_version"] == 1, round_1["reason"]
+    # After the promotion the image version 0 detected is detected again by version 1, the model the next round repairs.
+    store = WatchStore(workspace)
+    assert "1 gathered images were detected with an earlier version; detecting them with version 1" in done.stdout
+    assert [(i.name, i.round) for i in store.images() if i.version == 1] == [("astronaut_0_384", None)]
+    curated = open_set(artifacts_dir(workspace))
+    live = {item.provenance["watch"]["sha256"]: item.provenance["watch"]["version"] for item in curated.items()}
+    assert live == {i.sha256: i.version for i in store.images("artifact")}, "a stale item was left in the set"
     assert "derived by the fingerprint" in round_1["reason"] or "derived by the lineage" in round_1["reason"]
     kept = json.loads((version_dir(workspace, 1) / "report.json").read_text())
     assert kept["promoted"] is True and (version_dir(workspace, 1) / "model.safetensors").is_file()
@@ -97,7 +106,8 @@ def test_a_job_submitted_just_before_a_kill_is_adopted_not_submitted_again(tmp_p
     orphan = JobStore(workspace).submit("finetune", {"set": str(round_dir(workspace, 1) / "set"), "pair": "desra-demo-x4",
                                                      "iters": 1, "out": str(round_dir(workspace, 1) / "run")})
     notes: list[str] = []
-    assert Rounds(workspace, store, settings, notes.append).advance()
+    never = lambda: pytest.fail("no image is detected again while a round is in flight")
+    assert Rounds(workspace, store, settings, notes.append, never).advance()
     assert store.round(1).job_id == orphan.id
     assert [job.id for job in JobStore(workspace).list()] == [orphan.id]
     assert notes == [f"round 1: fine-tune job {orphan.id} queued"]
