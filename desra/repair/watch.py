@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from desra.core.errors import ImageError
+from desra.core.errors import DesraError, ImageError
 from desra.repair.watch_state import ImageRecord, WatchSettings, WatchStore
 
 MAX_DETECTION_ATTEMPTS = 3
@@ -177,32 +177,25 @@ class WatchService:
 
     # -- arrivals ---------------------------------------------------------------------------------
 
-    def _unread(self) -> list[Path]:
-        """Files whose current size and mtime have not been hashed yet."""
-        unread = []
+    def _unread(self) -> dict[Path, tuple[int, int]]:
+        """Files whose current (size, mtime_ns) have not been hashed yet, with those values."""
+        known = self.store.known_files()
+        unread = {}
         for path in scan_images(Path(self.settings.folder)):
             try:
                 stat = path.stat()
             except OSError:
-                continue
-            if self.store.known_file(str(path)) != (stat.st_size, stat.st_mtime_ns):
-                unread.append(path)
+                continue  # removed since the scan
+            if known.get(str(path)) != (stat.st_size, stat.st_mtime_ns):
+                unread[path] = (stat.st_size, stat.st_mtime_ns)
         return unread
 
     def _settled_arrivals(self) -> list[Path]:
         """Unread files that have kept their size and mtime for the settle interval (the others are watched)."""
         now = time.monotonic()
-        unread, ready = self._unread(), []
-        for path in unread:
-            try:
-                stat = path.stat()
-            except OSError:
-                continue
-            observation = observe(self._observed.get(path), stat.st_size, stat.st_mtime_ns, now)
-            self._observed[path] = observation
-            if is_settled(observation, now, self.settings.settle_s):
-                ready.append(path)
-        self._observed = {path: obs for path, obs in self._observed.items() if path in set(unread) and path not in ready}
+        observed = {path: observe(self._observed.get(path), size, mtime_ns, now) for path, (size, mtime_ns) in self._unread().items()}
+        ready = [path for path, observation in observed.items() if is_settled(observation, now, self.settings.settle_s)]
+        self._observed = {path: observation for path, observation in observed.items() if path not in ready}
         return ready
 
     def _arrive(self, path: Path) -> bool:
@@ -210,9 +203,10 @@ class WatchService:
         try:
             stat = path.stat()
             data = path.read_bytes()
+            changed = (stat.st_size, stat.st_mtime_ns) != (len(data), path.stat().st_mtime_ns)
         except OSError:
             return False  # gone or unreadable for now: seen again at the next scan if it comes back
-        if (stat.st_size, stat.st_mtime_ns) != (len(data), path.stat().st_mtime_ns):
+        if changed:
             return False  # written to while it was read: it settles again first
         sha = content_sha256(data)
         self.store.record_file(str(path), stat.st_size, stat.st_mtime_ns, sha)
@@ -251,7 +245,11 @@ class WatchService:
             return
         version = self.store.current_version() or 0
         self.note(f"{image.name}: detecting with model version {version}")
-        mask, mse, gan, provenance = self.detect_with(version, lr, image)
+        try:
+            mask, mse, gan, provenance = self.detect_with(version, lr, image)
+        except DesraError as error:  # e.g. an image the model cannot take: this file fails, the watch goes on
+            self._fail(image, str(error))
+            return
         thumb = self._thumbnail(image, gan, mask)
         flagged = float(mask.mean())
         if not mask.any():

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from desra.core.errors import DesraError
 from desra.repair.watch_state import RoundRecord, WatchSettings, WatchStore
 
 IN_FLIGHT = ("queued", "training", "evaluating")
@@ -141,7 +142,11 @@ class Rounds:
         if current.job_id is None:
             return self._submit(current)
         if current.state == "evaluating":
-            self._evaluate(current)
+            try:
+                self._evaluate(current)
+            except DesraError as error:  # a run without its model, a damaged set: the round fails, the watch goes on
+                self.store.update_round(current.version, state="failed", reason=f"its evaluation failed: {error}")
+                self.note(f"round {current.version}: evaluation failed: {error}")
             return True
         return self._follow(current)
 

@@ -218,11 +218,10 @@ class WatchStore:
 
     # -- files and images ---------------------------------------------------------------------
 
-    def known_file(self, path: str) -> tuple[int, int] | None:
-        """(size, mtime_ns) of ``path`` when it was last hashed, else None."""
+    def known_files(self) -> dict[str, tuple[int, int]]:
+        """path -> (size, mtime_ns) of every file hashed so far (one query per scan, not one per file)."""
         with self._db() as db:
-            row = db.execute("SELECT size, mtime_ns FROM files WHERE path=?", (path,)).fetchone()
-        return (row["size"], row["mtime_ns"]) if row else None
+            return {r["path"]: (r["size"], r["mtime_ns"]) for r in db.execute("SELECT path, size, mtime_ns FROM files")}
 
     def record_file(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
         """Remember that ``path`` (at this size and mtime) holds the bytes ``sha256``."""
