@@ -208,9 +208,7 @@ class WatchService:
             return False  # gone or unreadable for now: seen again at the next scan if it comes back
         if changed:
             return False  # written to while it was read: it settles again first
-        sha = content_sha256(data)
-        self.store.record_file(str(path), stat.st_size, stat.st_mtime_ns, sha)
-        image = self.store.begin_detection(sha, str(path), path.stem)
+        image = self.store.begin_detection(content_sha256(data), str(path), path.stem, seen=(stat.st_size, stat.st_mtime_ns))
         if image is None:
             self.note(f"{path.name}: the same bytes as an image already seen; not detected again")
             return True

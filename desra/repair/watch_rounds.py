@@ -243,7 +243,7 @@ class Rounds:
         removal, addition = report["removal_rate"], report["addition_rate"]
         derivation = None
         if needs_derivation(removal, addition, self.settings.min_removal):
-            derivation = self.check_derivation(model, sha, current.parent)
+            derivation = self.check_derivation(model_path, sha, current.parent)
         promoted, reason = promotion_decision(removal, addition, self.settings.min_removal, derivation)
         summary = {
             "version": current.version, "parent": current.parent, "job_id": current.job_id,
@@ -260,38 +260,30 @@ class Rounds:
         self.store.decide_round(current.version, removal=removal, addition=addition, promoted=promoted, reason=reason)
         self.note(f"round {current.version}: {reason}")
 
-    def check_derivation(self, model: Any, weights_sha256: str, parent: int) -> Derivation:
+    def check_derivation(self, model_path: Path, weights_sha256: str, parent: int) -> Derivation:
         """The fingerprint verifier against the original; when it says not derived, desra's recorded lineage."""
-        from desra.fingerprint.pipeline import verify_module
-        from desra.models.lineage import lineage_of_file
+        from desra.service.fingerprints import verify_suspect
 
-        verdict = verify_module(model.module, int(model.descriptor.scale), self._original_fingerprint()).verdict
+        verification = verify_suspect(model_path, self._original_fingerprint(), FINGERPRINT_NAME)
+        verdict = verification.result.verdict
         distance = f"fingerprint d = {verdict.distance:.3g} ({verdict.distance / verdict.eta:.2f} eta)"
         if verdict.match:
             return Derivation(True, "fingerprint", f"{distance} < eta {verdict.eta:.3g}")
-        confirmed, why = lineage_confirms(lineage_of_file(model.descriptor.source), weights_sha256,
+        confirmed, why = lineage_confirms(verification.lineage.lineage, weights_sha256,
                                           self.store.version(parent).sha256, self.store.version(0).sha256)
         if confirmed:
             return Derivation(True, "lineage", f"{why}; the {distance} alone says not derived, as any repair at lr 1e-4 does")
         return Derivation(False, "fingerprint", f"{distance} >= eta and {why}")
 
-    def _original_fingerprint(self):
-        """The original GAN model's fingerprint, extracted once into the workspace registry (Quan's settings, ``fingerprint_iters`` steps)."""
+    def _original_fingerprint(self) -> Path:
+        """The registry holding the original GAN model's fingerprint, extracted once (Quan's settings, ``fingerprint_iters`` steps)."""
         from desra.fingerprint.critical import CriticalConfig
-        from desra.fingerprint.pipeline import fingerprint_model
-        from desra.fingerprint.verify import (
-            get_fingerprint,
-            list_fingerprints,
-            register_fingerprint,
-            registry_path,
-        )
-        from desra.models.checkpoint import load_model
+        from desra.fingerprint.verify import list_fingerprints
+        from desra.service.fingerprints import register_model, registry_file
 
-        registry = registry_path(self.workspace)
+        registry = registry_file(self.workspace)
         if FINGERPRINT_NAME not in list_fingerprints(registry):
-            original = self.store.version(0)
             self.note(f"fingerprinting the original model ({self.settings.fingerprint_iters} steps)")
-            record = fingerprint_model(FINGERPRINT_NAME, load_model(original.path, role="gan"),
-                                       CriticalConfig(iterations=self.settings.fingerprint_iters), source=original.path)
-            register_fingerprint(registry, record, replace=True)
-        return get_fingerprint(registry, FINGERPRINT_NAME)
+            register_model(self.store.version(0).path, FINGERPRINT_NAME, registry,
+                           CriticalConfig(iterations=self.settings.fingerprint_iters), replace=True)
+        return registry

@@ -223,25 +223,23 @@ class WatchStore:
         with self._db() as db:
             return {r["path"]: (r["size"], r["mtime_ns"]) for r in db.execute("SELECT path, size, mtime_ns FROM files")}
 
-    def record_file(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
-        """Remember that ``path`` (at this size and mtime) holds the bytes ``sha256``."""
-        with self._db(write=True) as db:
-            db.execute("INSERT OR REPLACE INTO files (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)",
-                       (path, size, mtime_ns, sha256))
-
     def paths_of(self, sha256: str) -> list[str]:
         """Every path seen holding these bytes (the first one first)."""
         with self._db() as db:
             return [r["path"] for r in db.execute("SELECT path FROM files WHERE sha256=? ORDER BY rowid", (sha256,))]
 
-    def begin_detection(self, sha256: str, path: str, name: str) -> ImageRecord | None:
+    def begin_detection(self, sha256: str, path: str, name: str, *, seen: tuple[int, int] | None = None) -> ImageRecord | None:
         """Claim the bytes ``sha256`` for detection -> its row (state ``detecting``), or None when already decided.
 
-        One transaction: a duplicate (same bytes under another name) finds its row decided and is
-        not run again; a row left ``detecting`` by a killed service is claimed again with one more attempt.
+        One transaction, which also records that ``path`` at ``seen`` = (size, mtime_ns) holds these
+        bytes (so a kill never leaves a file hashed but its image unclaimed): a duplicate (same bytes
+        under another name) finds its row decided and is not run again; a row left ``detecting`` by
+        a killed service is claimed again with one more attempt.
         """
         now = _now()
         with self._db(write=True) as db:
+            if seen is not None:
+                db.execute("INSERT OR REPLACE INTO files (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)", (path, *seen, sha256))
             row = db.execute("SELECT state FROM images WHERE sha256=?", (sha256,)).fetchone()
             if row is not None and row["state"] != "detecting":
                 return None
