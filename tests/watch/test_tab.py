@@ -39,7 +39,7 @@ def test_watch_tab_shows_arrivals_and_rolls_back_through_the_page_and_the_api(pa
     page.locator("#watch-promote").click()
     toast = page.locator("[data-testid=toast-body]").filter(has_text="there is no repair round 0")
     toast.wait_for()
-    save_screenshot(page, "watch")
+    save_screenshot(page, "watch-timeline", publish=False)
 
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert {"/watch_status", "/watch_promote", "/watch_rollback"} <= names
