@@ -140,15 +140,19 @@ class Rounds:
             current = self.store.form_round(version, self.store.current_version() or 0, [i.sha256 for i in gathered])
             self.note(f"round {version}: {len(gathered)} artifact images gathered; repairing version {current.parent}")
         if current.job_id is None:
-            return self._submit(current)
+            return self._fail_on_error(current, "submission", self._submit)
         if current.state == "evaluating":
-            try:
-                self._evaluate(current)
-            except DesraError as error:  # a run without its model, a damaged set: the round fails, the watch goes on
-                self.store.update_round(current.version, state="failed", reason=f"its evaluation failed: {error}")
-                self.note(f"round {current.version}: evaluation failed: {error}")
-            return True
+            return self._fail_on_error(current, "evaluation", self._evaluate)
         return self._follow(current)
+
+    def _fail_on_error(self, current: RoundRecord, what: str, step: Callable[[RoundRecord], object]) -> bool:
+        """Run ``step(current)``; a ``DesraError`` (a refused job, a run without its model) fails the round, not the watch."""
+        try:
+            step(current)
+        except DesraError as error:
+            self.store.update_round(current.version, state="failed", reason=f"its {what} failed: {error}")
+            self.note(f"round {current.version}: {what} failed: {error}")
+        return True
 
     # -- training ---------------------------------------------------------------------------------
 
