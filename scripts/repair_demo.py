@@ -93,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from desra.detect.pipeline import DetectConfig, detect_lr
+    from desra.models.pairs import choose_pair
     from desra.repair.curated import create_set, open_set
     from desra.repair.evaluate_run import evaluate_run
     from desra.repair.finetune import FinetuneConfig, finetune
-    from desra.service.pairs import choose_pair
     from desra.service.sets import detection_provenance
 
     out = args.out.expanduser().resolve()

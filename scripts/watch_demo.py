@@ -65,7 +65,7 @@ def drop_tiles(photos: list[tuple[str, np.ndarray]], folder: Path, side: int) ->
 
 def stop_workers(workspace: Path) -> None:
     """Stop the job workers the service started in ``workspace`` (SIGTERM: each stops cleanly)."""
-    from desra.core.jobs import JobStore
+    from desra.jobs.store import JobStore
 
     for worker in JobStore(workspace).workers():
         try:
@@ -109,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    from desra.repair.watch import WatchService
     from desra.repair.watch_state import WatchSettings
     from desra.service import watch
+    from desra.service.watch_loop import WatchService
 
     inbox, workspace = args.out.resolve() / "inbox", args.out.resolve() / "workspace"
     inbox.mkdir(parents=True, exist_ok=True)

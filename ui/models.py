@@ -27,13 +27,13 @@ def present_pairs() -> list[str]:
 
 @functools.lru_cache(maxsize=4)
 def _loaded_pair(pair: str | None, mse_path: str | None, gan_path: str | None) -> Any:
-    from desra.service.pairs import choose_pair
+    from desra.models.pairs import choose_pair
 
     return choose_pair(pair, mse_path, gan_path)
 
 
 def pair_models(choice: str | None, mse_upload: str | None = None, gan_upload: str | None = None) -> Any:
-    """The ``desra.service.pairs.ModelPair`` of a pair choice, loaded once per server; ConfigError when it cannot be honoured."""
+    """The ``desra.models.pairs.ModelPair`` of a pair choice, loaded once per server; ConfigError when it cannot be honoured."""
     from desra.core.errors import ConfigError
 
     if choice == UPLOADED:

@@ -285,8 +285,8 @@ def detect_engines(ctx: BenchContext) -> list[BenchResult]:
     from pathlib import Path
 
     from desra.detect.pipeline import DetectConfig
+    from desra.models.pairs import choose_pair
     from desra.service.detection import detect_folder, lr_batch, resolve_semantics
-    from desra.service.pairs import choose_pair
     from desra.service.ray_engine import RayOptions, detect_folder_ray, ray_session
 
     count = 10 if ctx.quick else 50

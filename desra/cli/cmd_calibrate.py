@@ -45,7 +45,7 @@ def run(args) -> int:
     from desra.detect import semantic
     from desra.detect.calibrate import calibrate, write_class_weights
     from desra.detect.pipeline import DetectConfig
-    from desra.service.pairs import choose_pair
+    from desra.models.pairs import choose_pair
 
     # The segmenter first: without it there is nothing to calibrate, so fail before loading models.
     segmenter = semantic.load_segmenter(args.segmenter, device=args.device)

@@ -79,13 +79,13 @@ def run(args) -> int:
 
     from desra.cli.shared import progress_callback, ray_options
     from desra.core.errors import ConfigError, DesraError
+    from desra.models.pairs import choose_pair
     from desra.service.detection import (
         detect_folder,
         lr_batch,
         resolve_semantics,
         sr_batch,
     )
-    from desra.service.pairs import choose_pair
     from desra.service.ray_engine import detect_folder_ray
 
     started = time.time()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def _store(args):
-    from desra.core.jobs import JobStore
+    from desra.jobs.store import JobStore
 
     return JobStore(_workspace(args))
 
@@ -115,7 +115,7 @@ def _log(args) -> int:
 
 
 def _worker(args) -> int:
-    from desra.core.job_runner import run_worker
+    from desra.jobs.runner import run_worker
 
     run_worker(_workspace(args), args.device, drain=args.drain)
     return 0
@@ -134,8 +134,8 @@ def _workers(args) -> int:
 def _kinds(args) -> int:
     import dataclasses
 
-    from desra.core.job_settings import SETTINGS
-    from desra.core.jobs import JOB_KINDS
+    from desra.jobs.job_settings import SETTINGS
+    from desra.jobs.store import JOB_KINDS
 
     for kind in JOB_KINDS.values():
         print(f"{kind.name:<10} {kind.description}")

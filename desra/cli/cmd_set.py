@@ -44,9 +44,9 @@ def _add(args) -> int:
     from desra.cli.shared import ray_options
     from desra.core.errors import DatasetError, DesraError
     from desra.core.imageio import list_images, read_mask
+    from desra.models.pairs import choose_pair
     from desra.repair.curated import open_set
     from desra.service.detection import resolve_semantics
-    from desra.service.pairs import choose_pair
     from desra.service.ray_engine import prepare_files_ray
     from desra.service.sets import store_image
 

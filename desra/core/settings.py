@@ -3,7 +3,7 @@
 A settings type is a frozen dataclass whose fields are made with :func:`setting` (or
 :func:`required`): besides the default, each field records its ``role`` (a plain value, or a
 path the job reads or writes, a model, a segmenter, a registered pair: see
-:mod:`desra.core.job_settings`), the values it allows (``choices``, ``minimum``) and, for a
+:mod:`desra.jobs.job_settings`), the values it allows (``choices``, ``minimum``) and, for a
 command's settings, the command-line ``flag`` it is given by (``set`` for ``set_dir``; ``negated``
 when the flag is the field's opposite, ``--no-amp`` for ``amp``; ``runner`` when the job runner,
 not the submitter, sets it). :func:`value_problem` is the one check of a value against its field;

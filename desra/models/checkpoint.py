@@ -16,7 +16,7 @@ desra allocate a large network), and weights that are NaN or infinite are all re
 
 The module runs past 400 lines because it is one concern, a checkpoint file <-> a described SR
 network, whose every refusal of an untrusted file carries its own message; the GAN discriminator's
-files are :mod:`desra.models.discriminator`'s, and a pair's loading is :mod:`desra.service.pairs`'.
+files are :mod:`desra.models.discriminator`'s, and a pair's loading is :mod:`desra.models.pairs`'.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ class FinetuneConfig:
 
     Each field records its flag (``--set`` for ``set_dir``, ``--no-amp`` for ``amp``) and the values
     it allows (:mod:`desra.core.settings`); the job kind's settings are made from these fields
-    (:data:`desra.core.job_settings.FinetuneJob`), and values are checked once, here, on construction.
+    (:data:`desra.jobs.job_settings.FinetuneJob`), and values are checked once, here, on construction.
     """
 
     set_dir: str = required(role=READ, flag="set")
@@ -271,9 +271,9 @@ def _finetune(config: FinetuneConfig, info, *, resume: bool, on_event) -> Finetu
     from desra.core.atomic import atomic_write_text
     from desra.models.checkpoint import load_model, save_basicsr, save_model
     from desra.models.discriminator import load_discriminator, shipped_discriminator
+    from desra.models.pairs import load_pair
     from desra.repair.basicsr_export import basicsr_options, write_basicsr_data
     from desra.repair.curated import open_set
-    from desra.service.pairs import load_pair
     from desra.train.loop import event_writer, latest_checkpoint, train
 
     out = Path(config.out).expanduser().resolve()

@@ -26,7 +26,7 @@ from desra.core.errors import DesraError
 if TYPE_CHECKING:  # numpy and torch stay out of import time
     from desra.detect.pipeline import DetectConfig, Detection
     from desra.detect.semantic import ClassWeights, Segmenter
-    from desra.service.pairs import ModelPair
+    from desra.models.pairs import ModelPair
 
 DEFAULT_SEGMENTER = "b5"
 """The segmenter a run uses unless told otherwise: the paper's SegFormer. Without its weights the load fails

@@ -1,8 +1,8 @@
 """The job API of a workspace: submit, watch, cancel and resume durable jobs (``desra jobs``, the dashboard's
 ``submit_job`` / ``job_status`` endpoints, the Repair tab).
 
-The queue itself is :class:`desra.core.jobs.JobStore`; this adds what every caller did around it:
-starting workers, the dashboard's sandbox (:func:`desra.core.job_settings.workspace_confinement`)
+The queue itself is :class:`desra.jobs.store.JobStore`; this adds what every caller did around it:
+starting workers, the dashboard's sandbox (:func:`desra.jobs.job_settings.workspace_confinement`)
 and the status answer (the job, its latest progress event, the tail of its log).
 """
 
@@ -18,7 +18,7 @@ LOG_TAIL_BYTES = 4000
 
 
 def _store(workspace: str | os.PathLike):
-    from desra.core.jobs import JobStore
+    from desra.jobs.store import JobStore
 
     return JobStore(workspace)
 
@@ -33,13 +33,13 @@ def submit_job(
     confined: bool = False,
     start_workers: bool = False,
 ):
-    """Queue a ``kind`` job (``desra.core.jobs.Job``, state ``queued``); relative paths resolve against ``base`` (default the current folder).
+    """Queue a ``kind`` job (``desra.jobs.store.Job``, state ``queued``); relative paths resolve against ``base`` (default the current folder).
 
     ``confined``: every path must stay inside the workspace (reads may also use the shipped weights,
     datasets and configs) and relative paths resolve in the workspace, as for the dashboard.
     ``start_workers``: start worker processes where none is alive.
     """
-    from desra.core.job_settings import workspace_confinement
+    from desra.jobs.job_settings import workspace_confinement
 
     store = _store(workspace)
     if confined:

@@ -40,8 +40,8 @@ from desra.core.errors import ConfigError, DependencyError, DesraError
 
 if TYPE_CHECKING:  # numpy, torch and ray stay out of import time
     from desra.detect.pipeline import DetectConfig
+    from desra.models.pairs import ModelPair
     from desra.service.detection import Batch, Semantics
-    from desra.service.pairs import ModelPair
     from desra.service.sets import PreparedImage
 
 INSTALL_HINT = "pip install 'desra[ray]'"

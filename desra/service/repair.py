@@ -27,7 +27,7 @@ FINETUNE = "finetune"
 
 def start_finetune(workspace: str | os.PathLike, config) -> dict[str, Any]:
     """Queue ``config`` (a ``FinetuneConfig`` without ``out``: the job's folder is its run) as a fine-tune job in the workspace sandbox on ``config.device``; starts a worker -> the job as JSON."""
-    from desra.core.job_settings import job_params
+    from desra.jobs.job_settings import job_params
 
     job = submit_job(workspace, FINETUNE, job_params(config), device=config.device, confined=True, start_workers=True)
     return job.to_json()

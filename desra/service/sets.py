@@ -18,9 +18,9 @@ if TYPE_CHECKING:  # numpy and torch stay out of import time
     import numpy as np
 
     from desra.detect.pipeline import DetectConfig, Detection
+    from desra.models.pairs import ModelPair
     from desra.repair.curated import CuratedSet, Item
     from desra.service.detection import Semantics
-    from desra.service.pairs import ModelPair
 
 
 def model_provenance(models: ModelPair) -> dict[str, Any]:

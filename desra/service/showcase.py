@@ -20,7 +20,7 @@ def showcase(out_dir: str | Path, *, pair: str = "desra-demo-x4", lr_dir: str | 
     from desra.core.paths import datasets_dir
     from desra.detect.pipeline import DetectConfig, detect_lr
     from desra.detect.visualize import showcase_strip
-    from desra.service.pairs import load_pair
+    from desra.models.pairs import load_pair
 
     lr_dir = Path(lr_dir) if lr_dir is not None else datasets_dir() / "demo"
     photos = list_images(lr_dir)

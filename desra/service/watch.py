@@ -1,6 +1,6 @@
 """Continual repair of a watched folder, as user actions: start, status, rollback, promote (CLI and dashboard).
 
-The service itself is :class:`desra.repair.watch.WatchService`; its state is the workspace's
+The service itself is :class:`desra.service.watch_loop.WatchService`; its state is the workspace's
 ``watch/watch.db`` (:mod:`desra.repair.watch_state`), so every function here reads or changes that
 state and nothing else, whether or not a service is running.
 """
@@ -34,7 +34,7 @@ def start(
     folder and pair continues where the last run stopped.
     """
     from desra.models import registry
-    from desra.repair.watch import WatchService
+    from desra.service.watch_loop import WatchService
 
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
@@ -83,7 +83,7 @@ def timeline(workspace: str | os.PathLike) -> list[dict[str, Any]]:
 
 def round_reports(workspace: str | os.PathLike) -> list[dict[str, Any]]:
     """Each decided round's kept report (``watch/versions/vKKK/report.json``), oldest first."""
-    from desra.repair.watch_rounds import version_dir
+    from desra.service.watch_rounds import version_dir
 
     store = _store(workspace)
     reports = []

@@ -20,7 +20,12 @@ from desra.core.errors import ArchitectureError, CheckpointError, DownloadError
 from desra.models.archs import get_arch
 from desra.models.checkpoint import build_from_state_dict, load_model, read_state_dict
 from desra.models.ncnn_format import TAG_FP16
-from desra.models.ncnn_import import ensure_converted, import_files, import_ncnn, package_files
+from desra.models.ncnn_import import (
+    ensure_converted,
+    import_files,
+    import_ncnn,
+    package_files,
+)
 from desra.models.ncnn_runner import NcnnRunner
 from desra.models.registry import converted_path, get_model, is_present, model_source
 

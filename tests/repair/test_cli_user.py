@@ -59,8 +59,8 @@ def user_set(tmp_path_factory):
 
 def test_set_create_add_split_builds_the_pseudo_gt_of_each_photo(user_set):
     from desra.core.imageio import read_image
-    from desra.service.pairs import load_pair
     from desra.models.inference import upscale
+    from desra.models.pairs import load_pair
     from desra.repair.curated import open_set
 
     items = json.loads(ok("set", "list", user_set / "set", "--json"))["items"]
@@ -133,7 +133,7 @@ def test_jobs_cancel_and_resume_a_running_finetune(user_set):
         assert starts == [0, stopped_at]
         assert [e["iter"] for e in events if "losses" in e][-1] == iters
     finally:
-        from desra.core.jobs import JobStore
+        from desra.jobs.store import JobStore
 
         for worker in JobStore(ws).workers():  # the detached workers this test started
             if worker.alive:

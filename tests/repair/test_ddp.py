@@ -98,7 +98,7 @@ def test_rank_zero_draws_the_one_process_batches_and_other_ranks_their_own(share
 def test_torchrun_two_processes_train_in_sync_write_once_and_resume_after_kill(shared_set, tmp_path):
     import torch
 
-    from desra.service.pairs import load_pair
+    from desra.models.pairs import load_pair
 
     run, probes = tmp_path / "run", tmp_path / "probes"
     probes.mkdir()

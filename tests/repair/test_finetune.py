@@ -230,8 +230,8 @@ def test_evaluate_run_writes_reports_and_gallery(finished_run):
 
 
 def test_finetune_job_runs_through_the_runner(shared_set, tiny_models, tmp_path):
-    from desra.core.job_runner import run_worker
-    from desra.core.jobs import JobStore
+    from desra.jobs.runner import run_worker
+    from desra.jobs.store import JobStore
 
     gan, disc = tiny_models
     store = JobStore(tmp_path / "ws")
@@ -284,7 +284,7 @@ def test_discriminator_loads_from_the_zoo_layout_and_refuses_others(tmp_path):
 def test_the_flags_the_dashboard_and_a_job_build_one_settings_type():
     # desra finetune's flags, the dashboard's form and a stored finetune job all end as one FinetuneConfig.
     from desra.cli import build_parser
-    from desra.core.job_settings import job_params, parse_settings, to_argv
+    from desra.jobs.job_settings import job_params, parse_settings, to_argv
 
     flags = ["--set", "s", "--pair", "desra-demo-x4", "--iters", "7", "--gan-kind", "hinge", "--no-amp", "--out", "o"]
     from_cli = FinetuneConfig.from_flags(vars(build_parser().parse_args(["finetune", *flags])))
@@ -300,7 +300,7 @@ def test_the_flags_the_dashboard_and_a_job_build_one_settings_type():
 
 
 def test_job_rows_stored_before_the_one_settings_type_still_parse():
-    from desra.core.job_settings import parse_settings, to_argv
+    from desra.jobs.job_settings import parse_settings, to_argv
 
     stored = {"set": "/ws/curated", "pair": "desra-demo-x4", "iters": 1000, "save_every": 100, "lr": 0.0001,
               "patch": 256, "batch": 4}  # what the Repair tab stored
@@ -336,7 +336,7 @@ def test_finetune_needs_a_run_folder(shared_set, tiny_models):
 def test_the_repair_service_runs_a_job_in_its_workspace_and_evaluates_it(shared_set, tiny_models, tmp_path):
     # The dashboard's path: settings -> a confined job -> its run as a watcher sees it -> evaluation -> before/after.
     from desra.core.errors import JobError
-    from desra.core.job_runner import run_worker
+    from desra.jobs.runner import run_worker
     from desra.service import repair
 
     workspace = tmp_path / "ws"

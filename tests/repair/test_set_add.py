@@ -9,8 +9,8 @@ from desra.cli import main
 from desra.core.imageio import read_image, write_image, write_mask
 from desra.detect import semantic
 from desra.detect.pipeline import DetectConfig, detect_lr
+from desra.models.pairs import load_pair
 from desra.repair.curated import open_set
-from desra.service.pairs import load_pair
 
 
 def _added(tmp_path, lr_file, name: str, *segmenter: str):

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from desra.core.errors import JobError, UnknownNameError
-from desra.core.job_runner import job_command, run_worker
-from desra.core.job_settings import SETTINGS, Confinement, parse_settings, to_argv
-from desra.core.jobs import JobStore
+from desra.jobs.job_settings import SETTINGS, Confinement, parse_settings, to_argv
+from desra.jobs.runner import job_command, run_worker
+from desra.jobs.store import JobStore
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_every_path_parameter_of_every_kind_is_confined(kind, confined, tmp_path
     """Each parameter that names a file, of each job kind, is refused when it points outside."""
     import dataclasses
 
-    from desra.core.job_settings import PATH_ROLES
+    from desra.jobs.job_settings import PATH_ROLES
 
     workspace, outside, confine = confined
     store = JobStore(workspace)
@@ -255,7 +255,7 @@ def test_every_setting_is_a_flag_of_the_command_it_runs(kind):
     import dataclasses
 
     from desra.cli import build_parser
-    from desra.core.jobs import JOB_KINDS
+    from desra.jobs.store import JOB_KINDS
 
     command = _subparser(build_parser(), JOB_KINDS[kind].command[2:])
     options = {a.dest: a for a in command._actions if a.option_strings}

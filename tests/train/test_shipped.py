@@ -8,7 +8,7 @@ import pytest
 from desra.core.paths import datasets_dir, weights_dir
 from desra.detect.visualize import showcase_strip, showcase_window
 from desra.models.checkpoint import load_model, read_state_dict
-from desra.service.pairs import load_pair
+from desra.models.pairs import load_pair
 
 
 @pytest.fixture(scope="module")

@@ -94,7 +94,7 @@ def _stop_job_workers(workspace: Path) -> None:
     """Stop the detached job workers the test server started (their jobs die with them)."""
     import signal
 
-    from desra.core.jobs import JobStore
+    from desra.jobs.store import JobStore
 
     if not (workspace / "jobs" / "jobs.db").exists():
         return

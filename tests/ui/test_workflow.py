@@ -105,8 +105,8 @@ def test_brushed_correction_is_saved_to_the_curated_set(page, photo_png, model_p
 
 
 def test_short_finetune_reaches_done(page, photo, model_pair, choose, workspace, save_screenshot):
+    from desra.models.pairs import choose_pair
     from desra.repair.curated import create_set
-    from desra.service.pairs import choose_pair
     from desra.service.sets import add_image
 
     if model_pair["choice"] == "desra-demo-x4":

@@ -38,7 +38,7 @@ def workspace(tmp_path) -> Path:
     """A fresh workspace; the job workers a test started there are stopped (SIGTERM) when it ends."""
     path = tmp_path / "ws"
     yield path
-    from desra.core.jobs import JobStore
+    from desra.jobs.store import JobStore
 
     if (path / "jobs" / "jobs.db").exists():
         for worker in JobStore(path).workers():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 import time
 
-from desra.repair.watch import WatchService, content_sha256, is_settled, observe
 from desra.repair.watch_state import WatchSettings, WatchStore
 from desra.service import watch
+from desra.service.watch_loop import WatchService, content_sha256, is_settled, observe
 from tests.watch.conftest import write_tiles
 
 

@@ -6,13 +6,13 @@ import pytest
 
 from desra.core.errors import ConfigError
 from desra.models.lineage import Lineage
-from desra.repair.watch_rounds import (
+from desra.repair.watch_state import WatchSettings
+from desra.service.watch_rounds import (
     Derivation,
     holdout_shas,
     lineage_confirms,
     promotion_decision,
 )
-from desra.repair.watch_state import WatchSettings
 
 DERIVED = Derivation(True, "lineage", "desra fine-tune of the parent version")
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from desra.repair.watch import WatchService
-from desra.repair.watch_rounds import version_dir
 from desra.repair.watch_state import WatchSettings
 from desra.service import watch
+from desra.service.watch_loop import WatchService
+from desra.service.watch_rounds import version_dir
 from tests.watch.conftest import write_tiles
 
 

@@ -9,11 +9,11 @@ import signal
 import pytest
 
 from desra.core.imageio import write_image
-from desra.core.jobs import JobStore
+from desra.jobs.store import JobStore
 from desra.repair.curated import open_set
-from desra.repair.watch import artifacts_dir
-from desra.repair.watch_rounds import Rounds, round_dir, version_dir
 from desra.repair.watch_state import WatchSettings, WatchStore
+from desra.service.watch_loop import artifacts_dir
+from desra.service.watch_rounds import Rounds, round_dir, version_dir
 from tests.watch.conftest import (
     FAST,
     start_service,

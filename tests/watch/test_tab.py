@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from desra.repair.watch import WatchService
 from desra.repair.watch_state import WatchSettings
 from desra.service import watch
+from desra.service.watch_loop import WatchService
 from tests.conftest import load_photo
 from tests.watch.conftest import write_tiles
 

@@ -1,8 +1,8 @@
-"""The worker of the job queue: claims jobs of :class:`desra.core.jobs.JobStore` and runs each as a ``desra`` command.
+"""The worker of the job queue: claims jobs of :class:`desra.jobs.store.JobStore` and runs each as a ``desra`` command.
 
 A worker serves one device; each job runs as a child process (its output in the job's
 ``log.txt``) whose command line is built from the job's typed settings
-(:func:`desra.core.job_settings.to_argv`), never from raw strings. A heartbeat thread keeps the
+(:func:`desra.jobs.job_settings.to_argv`), never from raw strings. A heartbeat thread keeps the
 worker's row fresh; SIGTERM or Ctrl-C stops the job and queues it for the next worker; a kill -9
 takes the job's process along (``die_with_parent``) and the store requeues the job once the
 worker is seen dead.
@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from desra.core.errors import DesraError
-from desra.core.job_settings import parse_settings, to_argv
-from desra.core.jobs import CANCEL_GRACE_S, HEARTBEAT_S, JOB_KINDS, Job, JobStore
 from desra.core.process import die_with_parent
+from desra.jobs.job_settings import parse_settings, to_argv
+from desra.jobs.store import CANCEL_GRACE_S, HEARTBEAT_S, JOB_KINDS, Job, JobStore
 
 
 def job_command(job: Job, worker_device: str) -> list[str]:

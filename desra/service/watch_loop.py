@@ -11,7 +11,7 @@ The service (:class:`WatchService`) loops over three steps, each a committed tra
    (:func:`desra.detect.pipeline.detect_lr`, the segmenter chosen as in ``desra detect``). Images
    with artifacts join the watch's curated set (``<workspace>/watch/artifacts``) with their mask and
    provenance; the others are recorded clean.
-3. **Rounds** (:mod:`desra.repair.watch_rounds`): when ``repair_after`` artifact images have
+3. **Rounds** (:mod:`desra.service.watch_rounds`): when ``repair_after`` artifact images have
    gathered, a fine-tune job of the job runner repairs the current version, its result is
    evaluated on a held-out share and promoted only when it removes enough, adds nothing and is
    still derived from the original.
@@ -91,7 +91,7 @@ class WatchService:
     """The service of one workspace: arrivals, detection and rounds; :meth:`run` loops, :meth:`step` does one pass."""
 
     def __init__(self, workspace: str | os.PathLike, settings: WatchSettings, *, note: Callable[[str], None] | None = None):
-        from desra.repair.watch_rounds import Rounds
+        from desra.service.watch_rounds import Rounds
 
         self.workspace = Path(workspace).expanduser().resolve()
         self.settings = settings
@@ -117,10 +117,10 @@ class WatchService:
         self.store.set_current(0, "start", f"the pair's GAN model {pair.gan}")
 
     def _load(self, version: int):
-        """The :class:`desra.service.pairs.ModelPair` of ``version``: the pair's MSE model and that GAN model, loaded once."""
+        """The :class:`desra.models.pairs.ModelPair` of ``version``: the pair's MSE model and that GAN model, loaded once."""
         if version not in self._models:
             from desra.models import registry
-            from desra.service.pairs import ModelPair, choose_pair, load_models
+            from desra.models.pairs import ModelPair, choose_pair, load_models
 
             pair = choose_pair(self.settings.pair)
             if version != 0:

@@ -2,7 +2,7 @@
 
 One round at a time, each a row of :mod:`desra.repair.watch_state` that moves
 ``queued -> training -> evaluating -> done`` (or ``failed``). Training is a ``finetune`` job of the
-job runner (:mod:`desra.core.jobs`), never in this process: a round records its job id, and a round
+job runner (:mod:`desra.jobs.store`), never in this process: a round records its job id, and a round
 whose job is still queued or running when the service restarts is followed, not resubmitted (a
 job submitted just before a kill is found again by its output folder).
 
@@ -108,7 +108,7 @@ class Rounds:
     """Forms, follows and decides the rounds of one workspace's watch.
 
     ``refresh_stale()`` detects the gathered images again with the current version when they were
-    detected with another (:meth:`desra.repair.watch.WatchService.refresh_stale`): a round counts and
+    detected with another (:meth:`desra.service.watch_loop.WatchService.refresh_stale`): a round counts and
     trains on the artifacts of the model it repairs, its pseudo-GT made from that model's output.
     """
 
@@ -175,7 +175,7 @@ class Rounds:
         """The round's curated set from the watch's artifact set: held-out images in val, the others in train
         (every image was detected by the version this round repairs: see ``refresh_stale``)."""
         from desra.repair.curated import create_set, open_set
-        from desra.repair.watch import artifacts_dir
+        from desra.service.watch_loop import artifacts_dir
 
         shutil.rmtree(root, ignore_errors=True)  # a set a kill left half built (the job was not submitted yet)
         images = self.store.round_images(current.version)
@@ -205,7 +205,7 @@ class Rounds:
     def _follow(self, current: RoundRecord) -> bool:
         """Mirror the job's state into the round; a finished job moves the round to evaluating."""
         from desra.core.errors import JobError
-        from desra.core.jobs import JobStore
+        from desra.jobs.store import JobStore
         from desra.service.jobs import job_status
 
         try:

@@ -1,6 +1,6 @@
 """The diagnostic ``sleep`` job kind: counts steps with a pause, one progress event per step, resumable.
 
-``python -m desra.core.sleep_job --steps N --interval S [--fail-at K] --out DIR [--resume]``; it
+``python -m desra.jobs.sleep_job --steps N --interval S [--fail-at K] --out DIR [--resume]``; it
 checks the job runner (states, cancel, kill, resume) without training anything.
 """
 
@@ -20,7 +20,7 @@ def main(argv: list[str]) -> int:
 
     from desra.core.atomic import atomic_write_text
 
-    parser = argparse.ArgumentParser(prog="desra.core.sleep_job", allow_abbrev=False)
+    parser = argparse.ArgumentParser(prog="desra.jobs.sleep_job", allow_abbrev=False)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--fail-at", type=int, default=None, help="exit with an error at this step")

@@ -18,7 +18,7 @@ Small API for the dashboard and the CLI::
     store.log(job.id)                 # the tail of the job's log
     store.cancel(job.id); store.resume(job.id)
 
-The worker loop is :mod:`desra.core.job_runner`, the diagnostic ``sleep`` job :mod:`desra.core.sleep_job`.
+The worker loop is :mod:`desra.jobs.runner`, the diagnostic ``sleep`` job :mod:`desra.jobs.sleep_job`.
 This module is a little over 400 lines because it is the one owner of ``jobs.db``: every SQL
 statement on the queue, the API's and the worker's, is here next to the schema.
 """
@@ -40,14 +40,14 @@ from typing import Any
 from desra.core.db import connect
 from desra.core.errors import JobError, UnknownNameError
 from desra.core.events import events_path, read_events
-from desra.core.job_settings import (
+from desra.core.process import pid_alive
+from desra.jobs.job_settings import (
     Confinement,
     check_confined,
     params_of,
     parse_settings,
     resolve_paths,
 )
-from desra.core.process import pid_alive
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 HEARTBEAT_S = 2.0
@@ -87,7 +87,7 @@ JOB_KINDS: dict[str, JobKind] = {
         JobKind("zoo-train", "train an SR model of the zoo (desra zoo train)",
                 ("-m", "desra", "zoo", "train"), "--resume", True, False),
         JobKind("sleep", "diagnostic: counts steps with a pause, resumable (checks the runner)",
-                ("-m", "desra.core.sleep_job"), "--resume", True, False),
+                ("-m", "desra.jobs.sleep_job"), "--resume", True, False),
     )
 }
 
@@ -222,7 +222,7 @@ class JobStore:
     ) -> Job:
         """Queue a job of ``kind``; returns it (state ``queued``).
 
-        ``params`` are checked against the kind's typed settings (:mod:`desra.core.job_settings`): unknown
+        ``params`` are checked against the kind's typed settings (:mod:`desra.jobs.job_settings`): unknown
         names, wrong types and out-of-range values are refused. Relative paths are resolved against
         ``base`` (the submitter's folder; default the current one), and with ``confine`` every path
         must stay inside the roots it allows.
@@ -359,7 +359,7 @@ class JobStore:
             db.executemany("DELETE FROM workers WHERE id=?", [(r["id"],) for r in workers if r["id"] not in live])
         return moved
 
-    # -- used by the worker (desra.core.job_runner) ---------------------------------------------
+    # -- used by the worker (desra.jobs.runner) ---------------------------------------------
 
     def register_worker(self, device: str) -> str:
         """Register this process as the worker of ``device`` -> its worker id; ``JobError`` when a live one exists."""

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from desra.core.errors import JobError, UnknownNameError
-from desra.core.job_runner import run_worker
-from desra.core.job_settings import SleepJob, to_argv
-from desra.core.jobs import JobStore
+from desra.jobs.job_settings import SleepJob, to_argv
+from desra.jobs.runner import run_worker
+from desra.jobs.store import JobStore
 
 
 def _wait(predicate, timeout=60.0):
@@ -117,7 +117,7 @@ def test_cancel_running_job(tmp_path):
 
 
 def test_state_survives_a_killed_runner(tmp_path, monkeypatch):
-    import desra.core.jobs as jobs
+    import desra.jobs.store as jobs
 
     store = JobStore(tmp_path)
     job = store.submit("sleep", {"steps": 12, "interval": 0.25})
@@ -148,13 +148,13 @@ def test_state_survives_a_killed_runner(tmp_path, monkeypatch):
 
 def test_the_sleep_kind_runs_as_its_own_module(tmp_path):
     # The job kind's command: the sleep job is a module of its own, not a mode of the store's.
-    from desra.core.jobs import JOB_KINDS
+    from desra.jobs.store import JOB_KINDS
 
-    assert JOB_KINDS["sleep"].command == ("-m", "desra.core.sleep_job")
-    done = subprocess.run([sys.executable, "-m", "desra.core.sleep_job", "--steps", "2", "--interval", "0", "--out", str(tmp_path)],
+    assert JOB_KINDS["sleep"].command == ("-m", "desra.jobs.sleep_job")
+    done = subprocess.run([sys.executable, "-m", "desra.jobs.sleep_job", "--steps", "2", "--interval", "0", "--out", str(tmp_path)],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0 and "sleep: done" in done.stdout, done.stderr
-    failed = subprocess.run([sys.executable, "-m", "desra.core.sleep_job", "--steps", "3", "--interval", "0", "--fail-at", "3",
+    failed = subprocess.run([sys.executable, "-m", "desra.jobs.sleep_job", "--steps", "3", "--interval", "0", "--fail-at", "3",
                              "--out", str(tmp_path), "--resume"], capture_output=True, text=True, check=False)
     assert failed.returncode == 2 and "failing at step 3" in failed.stdout
 

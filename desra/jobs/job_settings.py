@@ -152,7 +152,7 @@ SETTINGS: dict[str, type] = {
     "zoo-train": ZooTrainJob,
     "sleep": SleepJob,
 }
-"""Settings type of each job kind (the keys are ``desra.core.jobs.JOB_KINDS``'s)."""
+"""Settings type of each job kind (the keys are ``desra.jobs.store.JOB_KINDS``'s)."""
 
 RUNNER_PARAMS = ("resume", "device")
 """Set by the runner, never by the submitter (``device`` only for kinds whose worker fills it in)."""
