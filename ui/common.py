@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import html
-import importlib
 import logging
 import os
 import re
@@ -90,30 +89,6 @@ def guarded(fn: Callable) -> Callable:
             ) from error
 
     return wrapper
-
-
-def library_gaps(*requirements: str) -> list[str]:
-    """Which of ``"module:attribute"`` requirements cannot be imported yet (empty when all are there)."""
-    gaps = []
-    for requirement in requirements:
-        module_name, _, attribute = requirement.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            gaps.append(requirement)
-            continue
-        if attribute and not hasattr(module, attribute):
-            gaps.append(requirement)
-    return gaps
-
-
-def not_available_markdown(feature: str, gaps: list[str]) -> str:
-    """The honest message a tab shows in place of a feature whose library pieces have not landed."""
-    missing = ", ".join(f"`{gap.replace(':', '.')}`" for gap in gaps)
-    return (
-        f"**{feature}: not available yet.** This dashboard only calls the desra library, and the "
-        f"pieces it needs are not in this installation: {missing}."
-    )
 
 
 def banner_html(text: str, *, kind: str = "warning") -> str:

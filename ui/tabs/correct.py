@@ -26,13 +26,8 @@ def build(ctx: AppContext):
     """Lay out the tab's components inside the enclosing `gr.Tab`; returns its on-open loader (fn, inputs, outputs)."""
     import gradio as gr
 
-    from ui.common import library_gaps, not_available_markdown
     from ui.editor_mask import ADD_COLOR, REMOVE_COLOR
 
-    gaps = library_gaps("desra.repair.curated:create_set", "desra.core.imageio:read_image", "desra.detect.labelme_io:write_labelme")
-    if gaps:
-        gr.Markdown(not_available_markdown("Correct", gaps))
-        return
     info = gr.Markdown(NO_ITEM, elem_id="correct-item")
     with gr.Row():
         with gr.Column(scale=3):

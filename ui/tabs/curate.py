@@ -18,12 +18,7 @@ def build(ctx: AppContext):
     """Lay out the tab's components inside the enclosing `gr.Tab`; returns its on-open refresh (fn, inputs, outputs)."""
     import gradio as gr
 
-    from ui.common import library_gaps, not_available_markdown
 
-    gaps = library_gaps("desra.repair.curated:open_set", "desra.core.imageio:read_image")
-    if gaps:
-        gr.Markdown(not_available_markdown("Curate", gaps))
-        return
     with gr.Row():
         refresh = gr.Button("↻ Refresh", scale=0)
         show_removed = gr.Checkbox(False, label="Show removed items")

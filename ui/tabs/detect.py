@@ -27,17 +27,8 @@ def build(ctx: AppContext) -> None:
     """Lay out the tab's components inside the enclosing `gr.Tab`."""
     import gradio as gr
 
-    from ui.common import library_gaps, not_available_markdown
-    from ui.models import UPLOADED, default_segmenter, present_pairs
-
-    gaps = library_gaps(
-        "desra.detect.pipeline:detect_lr", "desra.detect.pipeline:DetectConfig",
-        "desra.core.imageio:read_image", "desra.detect.labelme_io:write_labelme", "desra.detect.visualize",
-    )
-    if gaps:
-        gr.Markdown(not_available_markdown("Detect", gaps))
-        return
     from desra.detect.pipeline import DetectConfig
+    from ui.models import UPLOADED, default_segmenter, present_pairs
 
     defaults = DetectConfig()
     pairs = present_pairs()

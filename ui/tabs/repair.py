@@ -1,6 +1,6 @@
 """Dashboard tab "Repair": launch a DeSRA fine-tune as a durable job and watch it (DeSRA Sec. 3.3).
 
-The job runs in the workspace's job runner (``desra.core.jobs``), not in the web server: closing the
+The job runs in the workspace's job runner (``desra.jobs.store``), not in the web server: closing the
 page or restarting the server loses nothing, and the page polls the job with a ``gr.Timer``.
 Also registers the ``submit_job`` and ``job_status`` API endpoints for scripts. Every action is
 :mod:`desra.service.repair` / :mod:`desra.service.jobs`; this module lays out components.
@@ -24,12 +24,6 @@ def build(ctx: AppContext) -> None:
     """Lay out the tab's components inside the enclosing `gr.Tab`."""
     import gradio as gr
 
-    from ui.common import library_gaps, not_available_markdown
-
-    gaps = library_gaps("desra.core.jobs:JobStore", "desra.repair.finetune:FinetuneConfig", "desra.service.repair:start_finetune")
-    if gaps:
-        gr.Markdown(not_available_markdown("Repair", gaps))
-        return
     _register_api(ctx)
     from desra.core.settings import field_default, field_minimum
     from desra.repair.finetune import FinetuneConfig
