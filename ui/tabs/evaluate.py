@@ -1,14 +1,12 @@
 """Dashboard tab "Evaluate": score DeSRA-det and the baselines against your labelled masks (the ``evaluate`` API endpoint).
 
-Each LR image goes through both models once; every chosen method then detects on the same
-MSE-SR/GAN-SR pair and its masks are scored by the library (``desra.detect.metrics.evaluate_folders``:
-mean IoU, region precision and recall with p = 0.5, as in the paper's Table 1). Everything is
-written under ``evaluations/<run>/`` in the workspace.
+The comparison is :func:`desra.service.evaluation.compare_methods` (every chosen method on the
+same MSE-SR/GAN-SR pair of each LR image, scored as in the paper's Table 1); this module lays out
+components. Everything is written under ``evaluations/<run>/`` in the workspace.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -33,16 +31,8 @@ def build(ctx: AppContext) -> None:
     """Lay out the tab's components inside the enclosing `gr.Tab`."""
     import gradio as gr
 
-    from ui.common import library_gaps, not_available_markdown
-    from ui.models import UPLOADED, default_segmenter, present_pairs
-
-    gaps = library_gaps(
-        "desra.detect.pipeline:detect_lr", "desra.detect.metrics:evaluate_folders", "desra.core.imageio:read_image", "desra.detect.visualize"
-    )
-    if gaps:
-        gr.Markdown(not_available_markdown("Evaluate", gaps))
-        return
     from desra.detect.pipeline import METHODS
+    from ui.models import UPLOADED, default_segmenter, present_pairs
 
     pairs = present_pairs()
     gr.Markdown(
@@ -104,48 +94,23 @@ def _evaluate(ctx, uploads, label_files, pair, mse_file, gan_file, methods, segm
     import gradio as gr
 
     from desra.core.errors import ConfigError
-    from desra.core.imageio import read_image, write_image, write_mask
-    from desra.detect.metrics import evaluate_folders
-    from desra.detect.pipeline import DetectConfig, detect_artifacts, detect_lr
+    from desra.detect.pipeline import DetectConfig
     from desra.service.detection import resolve_semantics
+    from desra.service.evaluation import compare_methods
     from ui.common import banner_html, gradio_progress
     from ui.models import pair_models
 
-    paths = [Path(p) for p in uploads or []]
-    if not paths or not label_files:
-        raise ConfigError("evaluation needs LR images and their labelled masks (same names); upload both")
-    if len(paths) > MAX_IMAGES:
-        raise ConfigError(f"{len(paths)} images; the dashboard evaluates at most {MAX_IMAGES} at once (use `desra eval` for more)")
-    if not methods:
-        raise ConfigError("no method ticked; tick DeSRA-det and the baselines to compare")
-    run_dir = ctx.workspace / "evaluations" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    label_dir = run_dir / "labels"
-    label_dir.mkdir(parents=True)
-    for label in label_files:
-        shutil.copy(label, label_dir / Path(label).name)
+    if len(uploads or []) > MAX_IMAGES:
+        raise ConfigError(f"{len(uploads)} images; the dashboard evaluates at most {MAX_IMAGES} at once (use `desra eval` for more)")
     models = pair_models(pair, mse_file, gan_file)
-    semantics = resolve_semantics(segmenter_spec, class_weights=models.class_weights)
-    base = DetectConfig(scale_min_area=bool(scale_area))
-    semantics_off = None
-    for index, path in enumerate(paths):
-        lr = read_image(path).rgb
-        detection, mse, gan = detect_lr(
-            lr, models.mse, models.gan, base.replace(method=methods[0]), **semantics.detect_kwargs(),
-            progress=gradio_progress(progress, f"{path.stem} ({index + 1}/{len(paths)}): SR and {methods[0]}"),
-        )
-        (run_dir / "gan").mkdir(exist_ok=True)
-        write_image(run_dir / "gan" / f"{path.stem}.png", gan)
-        for method in methods:
-            if method != methods[0]:
-                progress((index, len(paths)), desc=f"{path.stem}: {method}")
-                detection = detect_artifacts(mse, gan, base.replace(method=method), **semantics.detect_kwargs())
-            if method == "desra" and not detection.semantics_used:
-                semantics_off = detection.semantics_note
-            (run_dir / method).mkdir(exist_ok=True)
-            write_mask(run_dir / method / f"{path.stem}_mask.png", detection.mask)
-    summaries = {}
-    for method in methods:
-        summaries[method] = evaluate_folders(run_dir / method, label_dir)
+    comparison = compare_methods(
+        uploads or [], label_files or [], models, methods or [],
+        resolve_semantics(segmenter_spec, class_weights=models.class_weights),
+        DetectConfig(scale_min_area=bool(scale_area)),
+        ctx.workspace / "evaluations" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}",
+        progress=gradio_progress(progress, "SR and detection"),
+    )
+    summaries = comparison.summaries
     rows = [
         [METHOD_LABELS.get(m, m), _percent(s.iou), _ratio(s.precision), _ratio(s.recall), len(s.images)]
         for m, s in summaries.items()
@@ -153,8 +118,9 @@ def _evaluate(ctx, uploads, label_files, pair, mse_file, gan_file, methods, segm
     first = next(iter(summaries.values()))
     failed = "\n".join(f"- `{name}`: {why}" for name, why in first.failures)
     scored = [score.name for score in first.images]
-    banner = banner_html(f"Semantic adjustment is OFF for DeSRA-det: {semantics_off}") if semantics_off else ""
-    state = {"dir": str(run_dir), "methods": list(methods), "scores": {m: [vars(i) for i in s.images] for m, s in summaries.items()}}
+    off = comparison.semantics_off
+    banner = banner_html(f"Semantic adjustment is OFF for DeSRA-det: {off}") if off else ""
+    state = {"dir": str(comparison.run_dir), "methods": list(comparison.methods), "scores": {m: [vars(i) for i in s.images] for m, s in summaries.items()}}
     return (
         banner,
         rows,
