@@ -5,6 +5,7 @@ a tiny random SegFormer saved locally (detection and curated-set tests both segm
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,28 @@ def tiny_segformer(tmp_path_factory):
 def segformer_saver():
     """Factory fixture: ``segformer_saver(folder, id2label=None)`` saves a tiny SegFormer there."""
     return save_tiny_segformer
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Debian chromium driven by Playwright, one for the whole session (Playwright's sync API
+    cannot run a second instance inside the first; skipped when /usr/bin/chromium is absent)."""
+    if not CHROMIUM.exists():
+        pytest.skip("browser tests need Debian chromium at /usr/bin/chromium (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()

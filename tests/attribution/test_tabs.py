@@ -10,8 +10,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "attribution"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def _save_srvgg(path: Path, seed: int) -> Path:
@@ -154,29 +152,24 @@ def test_attribute_endpoint_ranks_and_parses(served, photo):
 
 
 @pytest.mark.browser
-def test_verify_tab_in_chromium(served):
-    if not CHROMIUM.exists():
-        pytest.skip("browser tests need Debian chromium at /usr/bin/chromium (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.goto(served["url"])
-            page.get_by_role("tab", name="Verify a model").click()
-            page.locator("#verify-suspect input[type=file]").set_input_files(str(served["checkpoints"][1]))
-            page.get_by_role("combobox", name="Registered source model").click()
-            page.get_by_role("option", name="mine", exact=True).click()
-            page.locator("#verify-run").click()
-            page.get_by_text("is DERIVED from mine").wait_for()
-            lineage = page.locator("#verify-lineage").inner_text()
-            assert "Lineage (from the suspect's metadata): none recorded" in lineage and "can be forged" in lineage
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "verify-tab.png"), full_page=True)
-            page.get_by_role("tab", name="Attribute an image").click()
-            page.locator("#attribute-run").wait_for()
-            assert page.locator("#attribute-experiment textarea").input_value() == str(served["experiment"])
-        finally:
-            browser.close()
+def test_verify_tab_in_chromium(served, browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(served["url"])
+        page.get_by_role("tab", name="Verify a model").click()
+        page.locator("#verify-suspect input[type=file]").set_input_files(str(served["checkpoints"][1]))
+        page.get_by_role("combobox", name="Registered source model").click()
+        page.get_by_role("option", name="mine", exact=True).click()
+        page.locator("#verify-run").click()
+        page.get_by_text("is DERIVED from mine").wait_for()
+        lineage = page.locator("#verify-lineage").inner_text()
+        assert "Lineage (from the suspect's metadata): none recorded" in lineage and "can be forged" in lineage
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "verify-tab.png"), full_page=True)
+        page.get_by_role("tab", name="Attribute an image").click()
+        page.locator("#attribute-run").wait_for()
+        assert page.locator("#attribute-experiment textarea").input_value() == str(served["experiment"])
+    finally:
+        context.close()

@@ -180,7 +180,7 @@ def test_calibrate_names_a_gif_it_cannot_read(tmp_path, photo, capsys):
     from desra.core.imageio import write_image
     from desra.models.archs import get_arch
     from desra.models.checkpoint import describe, save_model
-    from tests.detect.conftest import save_tiny_segformer
+    from tests.conftest import save_tiny_segformer
 
     params = {"num_in_ch": 3, "num_out_ch": 3, "num_feat": 8, "num_conv": 2, "upscale": 2, "act_type": "prelu"}
     models = []

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 # The dashboard's fixtures, for the Watch tab's browser test (which serves its own workspace).
-from tests.ui.conftest import browser, client, page, save_screenshot, server  # noqa: F401
+from tests.ui.conftest import client, page, save_screenshot, server  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--pair", "desra-demo-x4", "--segmenter", "none", "--settle", "0.2", "--fingerprint-iters", "20", "--poll", "0.2"]
