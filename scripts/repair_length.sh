@@ -5,7 +5,7 @@
 #   scripts/repair_length.sh realesrgan-x4 cuda         # RealESRGAN_x4plus (with RealESRNet_x4plus as the MSE side)
 # ROOT (3rd argument, default runs/repair-length/PAIR) gets one scripts/repair_demo.py run per length, the
 # registered fingerprint of the pair's GAN model (ROOT/ws) and verify-N.json per length; rerunning resumes.
-# Each repaired model.safetensors records its lineage (desra/fingerprint/lineage.py): verify prints it beside the verdict.
+# Each repaired model.safetensors records its lineage (desra/models/lineage.py): verify prints it beside the verdict.
 # The curated set is built once (in the first length's folder) and copied to the others. LENGTHS="2" smoke-tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
