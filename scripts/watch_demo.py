@@ -74,12 +74,10 @@ def stop_workers(workspace: Path) -> None:
             pass
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
-
-
 def round_table(reports: list[dict]) -> str:
     """The Markdown table of the rounds' kept reports: flagged area on the held-out images before and after each repair."""
+    from desra.repair.evaluate_run import percent
+
     lines = [
         "| round | fine-tunes | images (train + held out) | flagged before | flagged after | removal | addition | promoted | derivation decided by |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -89,9 +87,9 @@ def round_table(reports: list[dict]) -> str:
         derivation = r["derivation"]["decided_by"] if r["derivation"] else "not checked"
         lines.append(
             f"| {r['version']} | version {r['parent']} | {len(r['images']) - held} + {held} | "
-            f"{_pct(r['evaluation']['flagged_before'])} | {_pct(r['evaluation']['flagged_after'])} | "
-            f"{_pct(r['evaluation']['removal_rate'])} ({r['evaluation']['removed']}/{r['evaluation']['artifacts']}) | "
-            f"{_pct(r['evaluation']['addition_rate'])} | {'yes' if r['promoted'] else 'no'} | {derivation} |"
+            f"{percent(r['evaluation']['flagged_before'])} | {percent(r['evaluation']['flagged_after'])} | "
+            f"{percent(r['evaluation']['removal_rate'])} ({r['evaluation']['removed']}/{r['evaluation']['artifacts']}) | "
+            f"{percent(r['evaluation']['addition_rate'])} | {'yes' if r['promoted'] else 'no'} | {derivation} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from desra.core.errors import DesraError
+from desra.repair.evaluate_run import percent
 from desra.repair.watch_state import RoundRecord, WatchSettings, WatchStore
 
 IN_FLIGHT = ("queued", "training", "evaluating")
@@ -91,17 +92,13 @@ def promotion_decision(removal: float | None, addition: float | None, min_remova
     if removal is None:
         return False, "not promoted: no held-out artifact was left to score (removal rate undefined)"
     if addition is None or addition > 0:
-        return False, f"not promoted: addition rate {_pct(addition)} > 0 (the repair adds artifacts on held-out images)"
+        return False, f"not promoted: addition rate {percent(addition)} > 0 (the repair adds artifacts on held-out images)"
     if removal < min_removal:
-        return False, f"not promoted: removal rate {_pct(removal)} < the threshold {_pct(min_removal)}"
+        return False, f"not promoted: removal rate {percent(removal)} < the threshold {percent(min_removal)}"
     if derivation is None or not derivation.derived:
         return False, f"not promoted: not shown to derive from the original ({derivation.detail if derivation else 'not checked'})"
-    return True, (f"promoted: removal {_pct(removal)} >= {_pct(min_removal)}, addition 0 %, derived by the "
+    return True, (f"promoted: removal {percent(removal)} >= {percent(min_removal)}, addition 0 %, derived by the "
                   f"{derivation.decided_by} ({derivation.detail})")
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
 class Rounds:
