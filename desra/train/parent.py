@@ -83,7 +83,7 @@ def load_parent_config(path: str | Path) -> ParentConfig:
     for key in ("photos", "heldout"):
         if key in raw:
             raw[key] = tuple(raw[key])
-    raw["degradation"] = DegradationConfig(**(raw.get("degradation") or {}))
+    raw["degradation"] = DegradationConfig.from_dict(raw.get("degradation"))
     return ParentConfig(**raw)
 
 
