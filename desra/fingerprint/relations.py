@@ -184,13 +184,11 @@ def model_facts(model, metadata: Mapping[str, Any] | None = None) -> ModelFacts:
     Zoo exports trained before the ``training`` entry existed are completed from the zoo config
     their provenance names, when that file is still there.
     """
-    from desra.models.checkpoint import read_state_dict
-    from desra.models.lineage import weights_sha256
+    from desra.models.lineage import metadata_of_file, weights_sha256
 
     d = model.descriptor
     if metadata is None:
-        source = Path(d.source) if d.source else None
-        metadata = read_state_dict(source)[1] if source is not None and source.is_file() and source.suffix == ".safetensors" else {}
+        metadata = metadata_of_file(d.source)
     extra = dict(metadata.get("extra") or {})
     config = extra.get("config")
     if "training" not in extra and isinstance(config, str) and config.endswith(".yaml") and Path(config).is_file():
