@@ -12,6 +12,7 @@ from desra.benchmarks.registry import (
     BenchResult,
     cuda_skip,
     embedded_network,
+    median_seconds,
     register_benchmark,
 )
 
@@ -20,23 +21,14 @@ _RRDB_23 = {"num_in_ch": 3, "num_out_ch": 3, "scale": 4, "num_feat": 64, "num_bl
 
 
 def _device_seconds(fn, repeats: int, warmup: int = 3) -> float:
-    """Median seconds of ``fn()`` on CUDA, synchronised before and after each call."""
-    import statistics
-    import time
-
+    """Median seconds of ``fn()`` on CUDA (:func:`median_seconds`), synchronised after each call so its kernels are timed."""
     import torch
 
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(max(1, repeats)):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
+    def synced():
         fn()
         torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
+    return median_seconds(synced, repeats, warmup)
 
 
 def _photo(width: int, height: int):
