@@ -244,30 +244,26 @@ class WatchService:
         version = self.store.current_version() or 0
         self.note(f"{image.name}: detecting with model version {version}")
         try:
-            mask, mse, gan, provenance = self.detect_with(version, lr, image)
+            prepared = self.detect_with(version, lr)
         except DesraError as error:  # e.g. an image the model cannot take: this file fails, the watch goes on
             self._fail(image, str(error))
             return
-        thumb = self._thumbnail(image, gan, mask)
-        flagged = float(mask.mean())
-        if not mask.any():
+        thumb = self._thumbnail(image, prepared.gan, prepared.mask)
+        flagged = float(prepared.mask.mean())
+        if not prepared.mask.any():
             self.store.finish_image(image.sha256, "clean", flagged=flagged, version=version, thumb=thumb)
             self.note(f"{image.name}: clean")
             return
-        item_id = self._add_item(image, lr, mse, gan, mask, provenance, version)
+        item_id = self._add_item(image, lr, prepared, version)
         self.store.finish_image(image.sha256, "artifact", flagged=flagged, item_id=item_id, version=version, thumb=thumb)
         self.note(f"{image.name}: artifacts on {100 * flagged:.1f} % of the image")
 
-    def detect_with(self, version: int, lr, image: ImageRecord):
-        """DeSRA-det of an LR ``(h, w, 3)`` float32 image with model ``version`` -> (mask (sH, sW) bool, MSE-SR, GAN-SR, item provenance)."""
-        from desra.detect.pipeline import DetectConfig, detect_lr
-        from desra.service.sets import detection_provenance
+    def detect_with(self, version: int, lr):
+        """DeSRA-det of an LR ``(h, w, 3)`` float32 image with model ``version``, as ``desra set add`` prepares an item
+        -> :class:`desra.service.sets.PreparedImage` (both SR outputs, the mask, its provenance)."""
+        from desra.service.sets import prepare_image
 
-        models = self._load(version)
-        detection, mse, gan = detect_lr(lr, models.mse, models.gan, DetectConfig(), **self._semantic_setup().detect_kwargs())
-        provenance = {**detection_provenance(detection, models),
-                      "watch": {"sha256": image.sha256, "path": image.path, "version": version}}
-        return detection.mask, mse, gan, provenance
+        return prepare_image(lr, self._load(version), semantics=self._semantic_setup())
 
     def refresh_stale(self) -> None:
         """Detect again, with the current version, the gathered artifact images an earlier version detected.
@@ -285,11 +281,11 @@ class WatchService:
             lr = curated.load(image.item_id).lr
             if not curated.item(image.item_id).deleted:
                 curated.remove(image.item_id)
-            mask, mse, gan, provenance = self.detect_with(version, lr, image)
-            thumb = self._thumbnail(image, gan, mask)
-            if mask.any():
-                item_id = self._add_item(image, lr, mse, gan, mask, provenance, version)
-                self.store.finish_image(image.sha256, "artifact", flagged=float(mask.mean()), item_id=item_id, version=version, thumb=thumb)
+            prepared = self.detect_with(version, lr)
+            thumb = self._thumbnail(image, prepared.gan, prepared.mask)
+            if prepared.mask.any():
+                item_id = self._add_item(image, lr, prepared, version)
+                self.store.finish_image(image.sha256, "artifact", flagged=float(prepared.mask.mean()), item_id=item_id, version=version, thumb=thumb)
             else:
                 self.store.finish_image(image.sha256, "clean", flagged=0.0, version=version, thumb=thumb)
                 self.note(f"{image.name}: no longer flagged by version {version}")
@@ -298,14 +294,18 @@ class WatchService:
         self.store.finish_image(image.sha256, "failed", error=why)
         self.note(f"{image.name}: failed: {why}")
 
-    def _add_item(self, image: ImageRecord, lr, mse, gan, mask, provenance: dict[str, Any], version: int) -> str:
-        """The image's item of ``version`` in the artifact set: the one an interrupted earlier attempt added, else a new one."""
+    def _add_item(self, image: ImageRecord, lr, prepared, version: int) -> str:
+        """The image's item of ``version`` in the artifact set: the one an interrupted earlier attempt added, else a new one
+        (``prepared``: :meth:`detect_with`'s answer; the provenance adds which bytes and version it came from)."""
+        from desra.service.sets import store_image
+
         curated = self._artifact_set()
         for item in curated.items():
             made = item.provenance.get("watch", {})
             if (made.get("sha256"), made.get("version")) == (image.sha256, version):
                 return item.id
-        return curated.add(image.name, lr, mse, gan, mask, mask_source="detected", provenance=provenance).id
+        watch = {"sha256": image.sha256, "path": image.path, "version": version}
+        return store_image(curated, image.name, lr, prepared, provenance={"watch": watch}).id
 
     def _artifact_set(self):
         from desra.repair.curated import MANIFEST, create_set, open_set
