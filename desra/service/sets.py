@@ -93,16 +93,14 @@ def prepare_image(
     tile: int | None = None,
 ) -> PreparedImage:
     """The work of :func:`add_image` before anything is stored: both SR outputs and the detected (or given) mask."""
-    from desra.detect.pipeline import DetectConfig, detect_lr
-    from desra.models.inference import upscale
+    from desra.detect.pipeline import DetectConfig, detect_lr, upscale_pair
 
     config = config or DetectConfig()
     if mask is None:
         kwargs = semantics.detect_kwargs() if semantics is not None else {}
         detection, mse, gan = detect_lr(lr, models.mse, models.gan, config, tile=tile, **kwargs)
         return PreparedImage(mse, gan, detection.mask, "detected", detection_provenance(detection, models))
-    mse = upscale(models.mse, lr, tile=tile, device=config.device)
-    gan = upscale(models.gan, lr, tile=tile, device=config.device)
+    mse, gan = upscale_pair(lr, models.mse, models.gan, device=config.device, tile=tile)
     return PreparedImage(mse, gan, mask, "file", {**model_provenance(models), "by": "user"})
 
 
