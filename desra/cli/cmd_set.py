@@ -26,18 +26,6 @@ def _match(folder_or_file: Path | None, stem: str, single: bool) -> Path | None:
     return None
 
 
-def _prepare_here(files, models, **kwargs):
-    """The local engine of `desra set add`: prepare_file for each (LR file, mask file), in turn; a failure is yielded."""
-    from desra.core.errors import DesraError
-    from desra.service.sets import prepare_file
-
-    for lr_file, mask_file in files:
-        try:
-            yield prepare_file(lr_file, models, mask_file=mask_file, **kwargs)
-        except DesraError as error:
-            yield error
-
-
 def _add(args) -> int:
     from tqdm import tqdm
 
@@ -48,7 +36,7 @@ def _add(args) -> int:
     from desra.repair.curated import open_set
     from desra.service.detection import resolve_semantics
     from desra.service.ray_engine import prepare_files_ray
-    from desra.service.sets import store_image
+    from desra.service.sets import prepare_files, store_image
 
     on_ray = ray_options(args)
     curated = open_set(args.dir)
@@ -79,7 +67,7 @@ def _add(args) -> int:
             found.append((path, None, None, error))
     todo = [(path, mask_path) for path, mask_path, _, refused in found if refused is None]
     kwargs = {"config": config, "semantics": semantics, "tile": args.tile}
-    prepared = _prepare_here(todo, models, **kwargs) if on_ray is None else prepare_files_ray(todo, models, options=on_ray, **kwargs)
+    prepared = prepare_files(todo, models, **kwargs) if on_ray is None else prepare_files_ray(todo, models, options=on_ray, **kwargs)
     failures = []
     with contextlib.closing(prepared):  # a local Ray the engine started stops even when one file stops the command
         for path, mask_path, label_path, refused in tqdm(found, desc="adding", unit="image", disable=len(files) < 2):

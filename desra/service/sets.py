@@ -1,8 +1,8 @@
 """Add LR images to a curated set: SR through the pair, DeSRA-det with the chosen segmenter and class weights
 (or a mask the user gives), and the item stored with a provenance that records what ran.
 
-`desra set add` prepares each file (:func:`prepare_file`: SR and detection, the part the Ray engine spreads
-over a cluster) and stores it (:func:`store_image`); :func:`add_image` does both for one image. The dashboard's items come from its Detect tab,
+`desra set add` prepares each file (:func:`prepare_file`: SR and detection, in turn here by :func:`prepare_files`
+or spread over a cluster by the Ray engine) and stores it (:func:`store_image`); :func:`add_image` does both for one image. The dashboard's items come from its Detect tab,
 whose detections carry the same :func:`detection_provenance` into the items the Correct tab saves.
 The set itself (folder and manifest) is ``desra.repair.curated``.
 """
@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from desra.core.errors import DesraError
+
 if TYPE_CHECKING:  # numpy and torch stay out of import time
+    from collections.abc import Iterator, Sequence
     from pathlib import Path
 
     import numpy as np
@@ -119,6 +122,24 @@ def prepare_file(
     lr = read_image(lr_file).rgb
     mask = read_mask(mask_file) if mask_file else None
     return lr, prepare_image(lr, models, config=config, semantics=semantics, mask=mask, tile=tile)
+
+
+def prepare_files(
+    files: Sequence[tuple[Path, Path | None]],
+    models: ModelPair,
+    *,
+    config: DetectConfig | None = None,
+    semantics: Semantics | None = None,
+    tile: int | None = None,
+) -> Iterator[tuple[np.ndarray, PreparedImage] | DesraError]:
+    """:func:`prepare_file` for each (LR file, mask file or None), in turn, here: the local engine of `desra set add`
+    (``desra.service.ray_engine.prepare_files_ray`` is the Ray one). Yields, in input order, (LR image,
+    PreparedImage) or the ``DesraError`` that file raised."""
+    for lr_file, mask_file in files:
+        try:
+            yield prepare_file(lr_file, models, mask_file=mask_file, config=config, semantics=semantics, tile=tile)
+        except DesraError as error:
+            yield error
 
 
 def store_image(
