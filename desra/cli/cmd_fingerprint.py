@@ -173,14 +173,16 @@ def _attack(args) -> int:
             current_command,
             make_lineage,
             metadata_of_file,
+            weights_sha256,
         )
 
         args.out.mkdir(parents=True, exist_ok=True)
         source_metadata = metadata_of_file(model.descriptor.source)
+        source_sha256 = weights_sha256(model.module)  # every attack copies the source, which stays as loaded
         for item in results:
             recipe = {"command": current_command(), **attack_recipe(item.attack, finetune_iterations=args.finetune_iterations,
                                                                      photos=[f"skimage:{p}" for p in ATTACK_PHOTOS])}
-            lineage = make_lineage("attack", item.module, source=model.module, source_name=model.descriptor.name, recipe=recipe,
+            lineage = make_lineage("attack", item.module, source_sha256=source_sha256, source_name=model.descriptor.name, recipe=recipe,
                                    source_metadata=source_metadata)
             save_model(args.out / f"{model.descriptor.name}-{item.attack}.safetensors", item.module, model.descriptor,
                        extra_metadata={"attack": item.attack, LINEAGE_KEY: lineage})
