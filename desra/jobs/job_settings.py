@@ -154,9 +154,6 @@ SETTINGS: dict[str, type] = {
 }
 """Settings type of each job kind (the keys are ``desra.jobs.store.JOB_KINDS``'s)."""
 
-RUNNER_PARAMS = ("resume", "device")
-"""Set by the runner, never by the submitter (``device`` only for kinds whose worker fills it in)."""
-
 
 @dataclass(frozen=True)
 class Confinement:
