@@ -1,1 +1,1 @@
-"""Foundation shared by every stage: errors, paths, atomic writes, image I/O, processes, the job runner."""
+"""Foundation shared by every stage: errors, paths, atomic writes, image I/O, processes, events, SQLite, typed settings."""
