@@ -274,8 +274,9 @@ class WatchService:
         """
         version = self.store.current_version() or 0
         stale = [image for image in self.store.gathering() if image.version != version]
-        if stale:
-            self.note(f"{len(stale)} gathered images were detected with an earlier version; detecting them with version {version}")
+        if not stale:
+            return  # the usual case, at every poll: the artifact set's manifest is not read for nothing
+        self.note(f"{len(stale)} gathered images were detected with an earlier version; detecting them with version {version}")
         curated = self._artifact_set()
         for image in stale:
             lr = curated.load(image.item_id).lr
