@@ -193,6 +193,13 @@ def client(server):
     return Client(server, verbose=False)
 
 
+def pair_flags(model_pair) -> list[str]:
+    """The `desra detect` flags naming ``model_pair``: ``--pair`` or ``--mse-model`` / ``--gan-model``."""
+    if model_pair["choice"] == "desra-demo-x4":
+        return ["--pair", "desra-demo-x4"]
+    return ["--mse-model", str(model_pair["mse"]), "--gan-model", str(model_pair["gan"])]
+
+
 def pair_args(model_pair) -> dict:
     """The ``pair`` / ``mse_checkpoint`` / ``gan_checkpoint`` arguments of /detect and /evaluate for ``model_pair``."""
     from gradio_client import handle_file

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.ui.conftest import pair_args
+from tests.ui.conftest import pair_args, pair_flags
 
 
 def test_named_endpoints_are_published(client):
@@ -63,10 +63,7 @@ def test_evaluate_gives_the_scores_of_desra_detect_and_eval(client, photo_png, t
     from desra.cli import main
     from desra.core.imageio import read_mask, write_mask
 
-    if model_pair["choice"] == "desra-demo-x4":
-        models = ["--pair", "desra-demo-x4"]
-    else:
-        models = ["--mse-model", str(model_pair["mse"]), "--gan-model", str(model_pair["gan"])]
+    models = pair_flags(model_pair)
     methods = ["desra", "ssim"]
     for method in methods:
         assert main(["detect", "--lr", str(photo_png), *models, "--segmenter", "none", "--scale-min-area",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.ui.conftest import pair_args
+from tests.ui.conftest import pair_args, pair_flags
 
 # The per-image report's keys that name inputs or files, which differ between the two shells by design.
 WHERE_KEYS = {"inputs", "files", "image", "pair", "provenance"}
@@ -16,10 +16,7 @@ def test_dashboard_detect_writes_the_files_of_desra_detect(client, workspace, ph
 
     from desra.cli import main
 
-    if model_pair["choice"] == "desra-demo-x4":
-        models = ["--pair", "desra-demo-x4"]
-    else:
-        models = ["--mse-model", str(model_pair["mse"]), "--gan-model", str(model_pair["gan"])]
+    models = pair_flags(model_pair)
     cli = tmp_path / "cli"
     assert main(["detect", "--lr", str(photo_png), *models, "--segmenter", str(tiny_segformer), "--min-area", "200",
                  "--out", str(cli)]) == 0
