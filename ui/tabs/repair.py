@@ -146,12 +146,9 @@ def _launch(
 
 
 def _act(ctx: AppContext, job_id: str | None, action: str):
-    import gradio as gr
-
     from desra.service.jobs import cancel_job, resume_job
 
-    if not job_id:
-        raise gr.Error("Pick a job first.")
+    job_id = _picked(job_id)
     if action == "resume":
         resume_job(ctx.workspace, job_id, start_workers=True)
     else:
