@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from desra.core.errors import JobError
-from desra.service.jobs import job_events, job_progress, job_status, submit_job
+from desra.service.jobs import (
+    job_events,
+    job_progress,
+    job_status,
+    list_jobs,
+    submit_job,
+)
 
 FINETUNE = "finetune"
 """The job kind of a fine-tune."""
@@ -47,8 +53,6 @@ def keep_upload(folder: str | os.PathLike, path: str | os.PathLike) -> Path:
 
 def finetune_jobs(workspace: str | os.PathLike, limit: int = 50) -> list[str]:
     """Ids of the workspace's fine-tune jobs, newest first."""
-    from desra.service.jobs import list_jobs
-
     return [job.id for job in list_jobs(workspace, kind=FINETUNE, limit=limit)]
 
 
