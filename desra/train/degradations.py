@@ -101,6 +101,11 @@ class DegradationConfig:
             )
         return config
 
+    def non_defaults(self) -> dict[str, Any]:
+        """The options that differ from the defaults, in field order: what a card or a recipe records."""
+        default = DegradationConfig()
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)}
+
 
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:

@@ -237,7 +237,7 @@ def derive(
 
 def _config_json(config: ParentConfig) -> dict[str, Any]:
     raw = asdict(config)
-    raw["degradation"] = {k: v for k, v in raw["degradation"].items() if v != getattr(DegradationConfig(), k)}
+    raw["degradation"] = config.degradation.non_defaults()
     return raw
 
 

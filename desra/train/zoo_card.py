@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from desra.train.degradations import DegradationConfig
 from desra.train.zoo_config import HELDOUT_PHOTOS, ZooConfig
 from desra.train.zoo_data import dead_leaves_indices
 from desra.train.zoo_eval import COLLAPSED_DB
@@ -50,7 +49,7 @@ def card_lines(config: ZooConfig, stage: str, summary: dict[str, Any]) -> list[s
         f"({', '.join(config.data.photos)}) + {config.data.dead_leaves} dead-leaves images "
         f"({config.data.dead_leaves_size} px, indices {list(dead_leaves_indices(config.data))} of seed {config.seed}); held-out photos never used: {', '.join(HELDOUT_PHOTOS)}",
         "- **Degradation**: Real-ESRGAN second-order (blur/sinc, resize, Gaussian/Poisson noise, JPEG, twice; "
-        f"final sinc + resize + JPEG), options {json.dumps(_nondefault(config.degradation))} over Real-ESRGAN's defaults",
+        f"final sinc + resize + JPEG), options {json.dumps(config.degradation.non_defaults())} over Real-ESRGAN's defaults",
         "",
         f"## Held-out quality (bicubic x{config.scale} LR of the held-out photos, PSNR dB, RGB)",
         "",
@@ -78,8 +77,3 @@ def _threads() -> int:
     import torch
 
     return torch.get_num_threads()
-
-
-def _nondefault(config: DegradationConfig) -> dict[str, Any]:
-    default = DegradationConfig()
-    return {k: v for k, v in config.__dict__.items() if getattr(default, k) != v}
