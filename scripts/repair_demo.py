@@ -92,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="reuse the set and continue the run in --out")
     args = parser.parse_args(argv)
 
-    from desra.detect.pipeline import DetectConfig, detect_lr
+    from desra.detect.pipeline import DetectConfig
     from desra.models.pairs import choose_pair
     from desra.repair.curated import create_set, open_set
     from desra.repair.evaluate_run import evaluate_run
     from desra.repair.finetune import FinetuneConfig, finetune
-    from desra.service.sets import detection_provenance
+    from desra.service.sets import prepare_image, store_image
 
     out = args.out.expanduser().resolve()
     set_dir = out / "set"
@@ -113,13 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         for split, images in (("train", [(Path(s).stem, as_lr(packaged_photo(s), args.max_lr_side)) for s in TRAIN_PHOTOS]),
                               ("val", val)):
             for name, lr in images:
-                detection, mse, gan = detect_lr(lr, models.mse, models.gan, detect_config)
-                if split == "train" and not detection.mask.any():
+                prepared = prepare_image(lr, models, config=detect_config)
+                if split == "train" and not prepared.mask.any():
                     print(f"  train {name}: no artifacts detected, not used", flush=True)
                     continue
-                curated.add(name, lr, mse, gan, detection.mask, mask_source="detected", split=split,
-                            provenance={**detection_provenance(detection, models), "pair": args.pair})
-                print(f"  {split} {name}: {lr.shape[1]}x{lr.shape[0]} LR, {100 * detection.mask.mean():.2f} % flagged",
+                store_image(curated, name, lr, prepared, split=split, provenance={"pair": args.pair})
+                print(f"  {split} {name}: {lr.shape[1]}x{lr.shape[0]} LR, {100 * prepared.mask.mean():.2f} % flagged",
                       flush=True)
     curated = open_set(set_dir)
     print(f"set: {len(curated.items('train'))} train, {len(curated.items('val'))} val items "
