@@ -19,14 +19,13 @@ from pathlib import Path
 
 
 def _add_detect_options(p: argparse.ArgumentParser) -> None:
-    from desra.cli.shared import add_segmenter_option
+    from desra.cli.shared import add_class_weights_option, add_segmenter_option
     from desra.detect.pipeline import METHODS
 
     add_segmenter_option(p)
     p.add_argument("--segment-on", choices=("mse", "gan"), default="mse",
                    help="which SR output is segmented (default mse: GAN texture can mislead the segmenter)")
-    p.add_argument("--class-weights", metavar="TSV", default=None,
-                   help="per-class A_k table (default: the pair's, else the authors' ADE20K table)")
+    add_class_weights_option(p)
     p.add_argument("--threshold", type=float, default=0.7, help="artifact where adjusted D < this (default 0.7)")
     p.add_argument("--window", type=int, default=11, help="local window size in px (default 11)")
     p.add_argument("--window-kind", choices=("gaussian", "box"), default="gaussian",

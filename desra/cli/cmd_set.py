@@ -166,7 +166,11 @@ def _import(args) -> int:
 
 def register(subparsers) -> None:
     """Add `desra set ...` to the `desra` parser."""
-    from desra.cli.shared import add_engine_options, add_segmenter_option
+    from desra.cli.shared import (
+        add_class_weights_option,
+        add_engine_options,
+        add_segmenter_option,
+    )
 
     parser = subparsers.add_parser("set", help="curated fine-tune sets (LR, MSE-SR, GAN-SR, mask, pseudo-GT)")
     group = parser.add_subparsers(dest="set_command", metavar="ACTION")
@@ -187,8 +191,7 @@ def register(subparsers) -> None:
     p.add_argument("--label", type=Path, default=None, help="labelled mask PNG at SR size (or folder) kept for evaluate-run")
     p.add_argument("--split", choices=("train", "val"), default="train")
     add_segmenter_option(p)
-    p.add_argument("--class-weights", metavar="TSV", default=None,
-                   help="per-class A_k table (default: the pair's, else the authors' ADE20K table)")
+    add_class_weights_option(p)
     p.add_argument("--threshold", type=float, default=None, help="detector threshold (default 0.7)")
     p.add_argument("--min-area", type=int, default=None, help="detector minimum region area in SR pixels")
     p.add_argument("--device", default="cpu")

@@ -1,5 +1,6 @@
 """What several commands share: progress bars (the library's ``progress(done, total)`` drawn with tqdm
-on stderr) and the ``--segmenter`` option, spelled and defaulted alike wherever detection runs."""
+on stderr) and the ``--segmenter`` and ``--class-weights`` options, spelled and defaulted alike wherever
+detection runs."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ def add_segmenter_option(parser) -> None:
 
     parser.add_argument("--segmenter", default=DEFAULT_SEGMENTER, metavar="ID|PATH|none",
                         help="SegFormer hub id, local folder, 'b5' (default, the authors'), 'b0' (fast) or 'none'")
+
+
+def add_class_weights_option(parser) -> None:
+    """Add ``--class-weights TSV`` (default: the pair's table, else the authors') to an argparse parser."""
+    parser.add_argument("--class-weights", metavar="TSV", default=None,
+                        help="per-class A_k table (default: the pair's, else the authors' ADE20K table)")
 
 
 class _NoBar:
