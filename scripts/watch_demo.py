@@ -128,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_workers(workspace)
     wall_s = time.monotonic() - started
-    table = round_table(watch.round_reports(workspace))
-    footer = (f"\n{len(watch.round_reports(workspace))} rounds in {wall_s:.0f} s wall "
+    reports = watch.round_reports(workspace)
+    table = round_table(reports)
+    footer = (f"\n{len(reports)} rounds in {wall_s:.0f} s wall "
               f"(OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, {args.iters} iterations at lr {args.lr:g} per round, "
               f"fingerprint {args.fingerprint_iters} steps). Flagged area: mean share of SR pixels DeSRA-det flags "
               "on the round's held-out images, with the version it fine-tuned (before) and the repaired one (after).\n")
