@@ -18,7 +18,6 @@ def build(ctx: AppContext):
     """Lay out the tab's components inside the enclosing `gr.Tab`; returns its on-open refresh (fn, inputs, outputs)."""
     import gradio as gr
 
-
     with gr.Row():
         refresh = gr.Button("↻ Refresh", scale=0)
         show_removed = gr.Checkbox(False, label="Show removed items")
