@@ -122,11 +122,13 @@ class WatchService:
             from desra.models import registry
             from desra.models.pairs import ModelPair, choose_pair, load_models
 
-            pair = choose_pair(self.settings.pair)
-            if version != 0:
-                mse, gan = load_models(registry.get_pair(self.settings.pair).mse, self.store.version(version).path,
+            if version == 0:
+                pair = choose_pair(self.settings.pair)
+            else:  # the registered GAN model is not loaded only to be replaced
+                entry = registry.get_pair(self.settings.pair)
+                mse, gan = load_models(entry.mse, self.store.version(version).path,
                                        what=f"the pair's MSE model and watch version {version}")
-                pair = ModelPair(mse, gan, name=None, class_weights=pair.class_weights)
+                pair = ModelPair(mse, gan, name=None, class_weights=entry.class_weights)
             self._models = {version: pair}  # one version in memory: the current one
         return self._models[version]
 
