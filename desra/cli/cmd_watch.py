@@ -17,6 +17,7 @@ import sys
 
 def register(subparsers) -> None:
     """Add ``desra watch`` to the parser."""
+    from desra.cli.shared import add_segmenter_option
     from desra.core.paths import default_workspace
 
     p = subparsers.add_parser("watch", help="continual repair: detect on arrival, repair when artifacts gather",
@@ -30,7 +31,7 @@ def register(subparsers) -> None:
     s.add_argument("--workspace", **workspace)
     s.add_argument("--repair-after", type=int, default=20, metavar="N", help="artifact images that start a repair round (default 20)")
     s.add_argument("--iters", type=int, default=1000, metavar="I", help="fine-tune iterations per round (default 1000, the paper's)")
-    s.add_argument("--segmenter", default="b5", metavar="ID|PATH|none", help="as `desra detect --segmenter` (default b5)")
+    add_segmenter_option(s)
     s.add_argument("--min-removal", type=float, default=0.75, metavar="R",
                    help="removal rate a repair needs to be promoted (default 0.75, the paper's Real-ESRGAN repair)")
     s.add_argument("--holdout", type=float, default=0.25, metavar="F", help="share of a round's images held out for its evaluation (default 0.25)")
