@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from desra.cli.shared import workspace_of
+
 
 def _store(args):
     from desra.jobs.store import JobStore
 
-    return JobStore(_workspace(args))
+    return JobStore(workspace_of(args))
 
 
 def _print_job(job, as_json: bool) -> None:
@@ -41,16 +43,10 @@ def _parse_params(pairs: list[str], params_json: str | None) -> dict:
     return params
 
 
-def _workspace(args):
-    from desra.core.paths import default_workspace
-
-    return args.workspace or default_workspace()
-
-
 def _submit(args) -> int:
     from desra.service.jobs import submit_job
 
-    job = submit_job(_workspace(args), args.kind, _parse_params(args.param, args.params_json), device=args.device,
+    job = submit_job(workspace_of(args), args.kind, _parse_params(args.param, args.params_json), device=args.device,
                      start_workers=args.start_workers)
     _print_job(job, args.json)
     return 0
@@ -59,7 +55,7 @@ def _submit(args) -> int:
 def _list(args) -> int:
     from desra.service.jobs import list_jobs
 
-    jobs = list_jobs(_workspace(args), state=args.state)
+    jobs = list_jobs(workspace_of(args), state=args.state)
     if args.json:
         print(json.dumps([j.to_json() for j in jobs], indent=2))
     for job in [] if args.json else jobs:
@@ -70,9 +66,9 @@ def _list(args) -> int:
 def _status(args) -> int:
     from desra.service.jobs import job_events, job_status
 
-    job = job_status(_workspace(args), args.job)
+    job = job_status(workspace_of(args), args.job)
     _print_job(job, args.json)
-    events = job_events(_workspace(args), job.id)
+    events = job_events(workspace_of(args), job.id)
     if events and not args.json:
         last = events[-1]
         print(f"last event: {json.dumps(last)}")
@@ -82,14 +78,14 @@ def _status(args) -> int:
 def _cancel(args) -> int:
     from desra.service.jobs import cancel_job
 
-    _print_job(cancel_job(_workspace(args), args.job), False)
+    _print_job(cancel_job(workspace_of(args), args.job), False)
     return 0
 
 
 def _resume(args) -> int:
     from desra.service.jobs import resume_job
 
-    _print_job(resume_job(_workspace(args), args.job, start_workers=args.start_workers), False)
+    _print_job(resume_job(workspace_of(args), args.job, start_workers=args.start_workers), False)
     return 0
 
 
@@ -117,7 +113,7 @@ def _log(args) -> int:
 def _worker(args) -> int:
     from desra.jobs.runner import run_worker
 
-    run_worker(_workspace(args), args.device, drain=args.drain)
+    run_worker(workspace_of(args), args.device, drain=args.drain)
     return 0
 
 

@@ -14,10 +14,11 @@ import argparse
 import json
 import sys
 
+from desra.cli.shared import add_segmenter_option, workspace_of
+
 
 def register(subparsers) -> None:
     """Add ``desra watch`` to the parser."""
-    from desra.cli.shared import add_segmenter_option
     from desra.core.paths import default_workspace
 
     p = subparsers.add_parser("watch", help="continual repair: detect on arrival, repair when artifacts gather",
@@ -57,18 +58,12 @@ def register(subparsers) -> None:
         a.set_defaults(func=run_change, action=action)
 
 
-def _workspace(args) -> str:
-    from desra.core.paths import default_workspace
-
-    return args.workspace or str(default_workspace())
-
-
 def run_start(args) -> int:
     """Handler of ``desra watch start``."""
     from desra.service import watch
 
     watch.start(
-        args.dir, pair=args.pair, workspace=_workspace(args), until_idle=args.until_idle, poll_s=args.poll,
+        args.dir, pair=args.pair, workspace=workspace_of(args), until_idle=args.until_idle, poll_s=args.poll,
         note=lambda line: print(f"desra watch: {line}", flush=True),
         repair_after=args.repair_after, iters=args.iters, segmenter=args.segmenter, min_removal=args.min_removal,
         holdout=args.holdout, lr=args.lr, patch=args.patch, batch=args.batch, settle_s=args.settle,
@@ -89,7 +84,7 @@ def run_status(args) -> int:
     """Handler of ``desra watch status``."""
     from desra.service import watch
 
-    report = watch.status(_workspace(args))
+    report = watch.status(workspace_of(args))
     if args.json:
         json.dump(report, sys.stdout)
         print()
@@ -102,6 +97,6 @@ def run_change(args) -> int:
     """Handler of ``desra watch rollback`` and ``desra watch promote``."""
     from desra.service import watch
 
-    report = (watch.rollback if args.action == "rollback" else watch.promote)(_workspace(args), args.version)
+    report = (watch.rollback if args.action == "rollback" else watch.promote)(workspace_of(args), args.version)
     _print_status(report)
     return 0

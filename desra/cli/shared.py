@@ -1,11 +1,20 @@
 """What several commands share: progress bars (the library's ``progress(done, total)`` drawn with tqdm
-on stderr) and the ``--segmenter`` and ``--class-weights`` options, spelled and defaulted alike wherever
-detection runs."""
+on stderr), the ``--segmenter`` and ``--class-weights`` options, spelled and defaulted alike wherever
+detection runs, and the ``--workspace`` default of the commands that take one."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
+
+
+def workspace_of(args):
+    """The workspace a command works in: ``--workspace``, else ``$DESRA_WORKSPACE`` or ./desra-workspace."""
+    from pathlib import Path
+
+    from desra.core.paths import default_workspace
+
+    return Path(args.workspace) if args.workspace else default_workspace()
 
 
 def add_segmenter_option(parser) -> None:
