@@ -70,8 +70,8 @@ _RAISE_HINT = "raise the limit with DESRA_MAX_PIXELS if you trust the file"
 class ImageData:
     """A decoded image and what is needed to write it back the way it came."""
 
-    rgb: np.ndarray  # (H, W, 3) float32 in [0, 1]
-    alpha: np.ndarray | None  # (H, W) float32 in [0, 1], or None when the image has no alpha
+    rgb: np.ndarray  # (H, W, 3) float32 in [0, 1]; uint8 for an 8-bit file read with keep_8bit
+    alpha: np.ndarray | None  # (H, W) in rgb's type and scale, or None when the image has no alpha
     bit_depth: int  # 8 or 16 bits per channel in the source file
     mode: str  # source layout: "L", "LA", "RGB", "RGBA" or "P" (palette)
     path: Path | None = None  # file it was read from, if any
@@ -238,10 +238,26 @@ def _decode_16bit(path: Path, layout: str, orientation: int) -> tuple[np.ndarray
     return np.ascontiguousarray(rgb), alpha
 
 
-def _decode_8bit(image) -> tuple[np.ndarray, np.ndarray | None, str]:
+def _check_png_decoded(image, path: Path) -> None:
+    """ImageError if a PNG that Pillow has loaded held fewer rows of data than its header declares.
+
+    Pillow leaves the rows its decoder never reached at zero. So a non-interlaced PNG whose last
+    row holds a non-zero byte is complete: its data reached the last row. Only otherwise (a black
+    last row, a palette index 0, an interlaced file) is the stream inflated again and counted by
+    :func:`check_png_complete`, which costs as much as the decoding did.
+    """
+    if image.format != "PNG":
+        return
+    if not image.info.get("interlace") and image.crop((0, image.height - 1, image.width, image.height)).tobytes().strip(b"\0"):
+        return
+    check_png_complete(path)
+
+
+def _decode_8bit(image, *, keep_8bit: bool = False) -> tuple[np.ndarray, np.ndarray | None, str]:
     from PIL import ImageOps
 
-    image = ImageOps.exif_transpose(image)
+    if _orientation(image) != 1:
+        image = ImageOps.exif_transpose(image)  # a copy, so only when there is something to turn
     mode = image.mode
     if mode in ("I", "F", "I;16", "I;16B", "I;16L"):
         raise ImageError(f"{image.filename or 'image'}: {mode} images (32-bit or unusual 16-bit) are not supported")
@@ -255,32 +271,44 @@ def _decode_8bit(image) -> tuple[np.ndarray, np.ndarray | None, str]:
         source_mode = mode
     else:  # CMYK, YCbCr, LAB, RGBX ... -> RGB
         image, source_mode = image.convert("RGB"), "RGB"
-    array = np.asarray(image, dtype=np.float32)
-    array /= 255.0  # in place: one float copy of a large image, not two
+    array = np.asarray(image)
     if array.ndim == 2:
-        return np.repeat(array[..., None], 3, axis=2), None, source_mode
-    if image.mode == "LA":
-        return np.repeat(array[..., :1], 3, axis=2), array[..., 1].copy(), source_mode
-    alpha = array[..., 3].copy() if image.mode == "RGBA" else None
-    return np.ascontiguousarray(array[..., :3]), alpha, source_mode
+        rgb, alpha = np.repeat(array[..., None], 3, axis=2), None
+    elif image.mode == "LA":
+        rgb, alpha = np.repeat(array[..., :1], 3, axis=2), array[..., 1].copy()
+    else:
+        rgb, alpha = np.ascontiguousarray(array[..., :3]), (array[..., 3].copy() if image.mode == "RGBA" else None)
+    if keep_8bit:
+        return rgb, alpha, source_mode
+    return unit_float(rgb), (None if alpha is None else unit_float(alpha)), source_mode
 
 
-def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> ImageData:
-    """Read an image file -> ImageData (RGB float32 (H, W, 3) in [0, 1], optional alpha, bit depth, mode)."""
+def unit_float(pixels: np.ndarray) -> np.ndarray:
+    """8-bit pixels -> float32 ``k / 255`` in [0, 1], the values :func:`read_image` gives (same bits)."""
+    values = pixels.astype(np.float32)
+    values /= 255.0  # in place: one float copy of a large image, not two
+    return values
+
+
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = None, keep_8bit: bool = False) -> ImageData:
+    """Read an image file -> ImageData (RGB float32 (H, W, 3) in [0, 1], optional alpha, bit depth, mode).
+
+    ``keep_8bit`` leaves an 8-bit file's pixels as uint8 (16-bit files are float32 either way): the
+    detector reads them as :func:`unit_float` would, without a float copy four times their size.
+    """
     path = Path(path)
     limit = max_pixels_limit(max_pixels)
     image = _open(path, limit)
     with image:
         try:
             image.load()  # decodes everything: truncated or corrupt data fails here, not later
-            if image.format == "PNG":
-                check_png_complete(path)
+            _check_png_decoded(image, path)
             layout = _sixteen_bit_layout(path, image)
             if layout is not None:
                 rgb, alpha = _decode_16bit(path, layout, _orientation(image))
                 mode, bit_depth = layout, 16
             else:
-                rgb, alpha, mode = _decode_8bit(image)
+                rgb, alpha, mode = _decode_8bit(image, keep_8bit=keep_8bit)
                 bit_depth = 8
         except (OSError, SyntaxError, ValueError) as error:
             raise ImageError(f"{path} is corrupt or truncated ({error})") from None
@@ -399,8 +427,7 @@ def read_mask(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.n
     with image:
         try:
             image.load()
-            if image.format == "PNG":
-                check_png_complete(path)
+            _check_png_decoded(image, path)
             if image.mode in ("P", "PA"):
                 return np.asarray(image.convert("P") if image.mode == "PA" else image) != 0
             if image.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L"):

@@ -9,7 +9,8 @@ Three implementations of the same maths, tested against each other:
   no tricks), kept as the yardstick for tests and benchmarks.
 
 All take ``(H, W, 3)`` float images in ``[0, 1]`` (clamped first: unclamped SR outputs make
-colour patches that would otherwise read as texture) and return the 'valid' map of shape
+colour patches that would otherwise read as texture), or uint8 8-bit images (read as k / 255, the
+values desra's image reader gives, so both make the same D), and return the 'valid' map of shape
 ``(H - 2r, W - 2r)`` float32 where ``r = window // 2`` (5 px for the default 11x11 window).
 """
 
@@ -61,7 +62,25 @@ def window_1d(window: int = 11, sigma: float = 1.5, kind: str = "gaussian") -> n
     return g / g.sum()
 
 
+# An 8-bit image's value k is read as float32 k / 255, the bits desra.core.imageio.unit_float gives,
+# so an image passed as uint8 and the same image read as float make the same D.
+_UNIT_LUT = np.arange(256, dtype=np.float32) / np.float32(255.0)
+_UNIT_LUT64 = _UNIT_LUT.astype(np.float64)
+
+
+def _check_8bit(image: np.ndarray, data_range: float) -> bool:
+    """True for an 8-bit image (uint8 pixels, read as k / 255); those need data_range 1."""
+    if image.dtype != np.uint8:
+        return False
+    if data_range != 1.0:
+        raise ConfigError(f"uint8 images are read as k / 255 in [0, 1]; data_range must be 1 for them (got {data_range})")
+    return True
+
+
 def _clamped(image: np.ndarray, data_range: float, dtype) -> np.ndarray:
+    image = np.asarray(image)
+    if _check_8bit(image, data_range):
+        return _UNIT_LUT[image].astype(dtype, copy=False)
     return np.clip(np.asarray(image, dtype=dtype), 0.0, data_range)
 
 
@@ -92,8 +111,7 @@ def _local_var(img: np.ndarray, window: int, sigma: float, kind: str, data_range
     # two moment blurs therefore run in float64 (separable, several times cheaper than the full
     # 2-D window of the reference); the D arithmetic after them is float32. cv2's element-wise
     # functions are used because they are multi-threaded and SIMD, numpy's are not.
-    x = img.astype(np.float64)
-    np.clip(x, 0.0, data_range, out=x)
+    x = _clamped(img, data_range, np.float64)
     mean = _blur64(x, window, sigma, kind)
     sq = _blur64(cv2.multiply(x, x), window, sigma, kind)
     var = cv2.subtract(sq, cv2.multiply(mean, mean))[r:-r, r:-r].astype(np.float32)
@@ -103,7 +121,7 @@ def _local_var(img: np.ndarray, window: int, sigma: float, kind: str, data_range
 
 # Rows of output computed per pass: small enough that the float64 temporaries stay in cache and
 # are not re-faulted from fresh pages for every one of a 2048x2048 image's passes.
-STRIP_ROWS = 64
+STRIP_ROWS = 32
 
 
 def d_map(
@@ -122,6 +140,9 @@ def d_map(
     gan = np.asarray(gan)
     check_pair(mse, gan, window)
     _check_params(window, sigma, kind)
+    if _check_8bit(mse, data_range) != _check_8bit(gan, data_range):
+        raise PairMismatchError(f"MSE-SR pixels are {mse.dtype} but GAN-SR pixels are {gan.dtype}; pass both as uint8 or both as float")
+    eight_bit = mse.dtype == np.uint8
     r = window // 2
     h, w = mse.shape[0] - 2 * r, mse.shape[1] - 2 * r
     c = float((C_FACTOR * data_range) ** 2)
@@ -133,21 +154,30 @@ def d_map(
     def buffers(rows: int) -> dict[str, np.ndarray]:
         # Per-thread scratch arrays reused across strips: fresh multi-MB temporaries would be
         # mapped and page-faulted anew on every call, which cost as much as the filtering.
+        # They are carved out of one block, which numpy backs with huge pages (it asks for them
+        # from 4 MB up): separate small arrays took a 4 KB page fault (~5 us here) per 4 KB.
         cached = getattr(local, "bufs", None)
         if cached is None or cached["x"].shape[0] != rows:
             shape64 = (rows, mse.shape[1], mse.shape[2])
-            cached = {name: np.empty(shape64, np.float64) for name in ("x", "m", "sq")}
-            cached["vx"] = np.empty((rows - 2 * r, w, mse.shape[2]), np.float32)
-            cached["vy"] = np.empty_like(cached["vx"])
-            cached["num"] = np.empty_like(cached["vx"])
+            shape32 = (rows - 2 * r, w, mse.shape[2])
+            size64, size32 = 8 * int(np.prod(shape64)), 4 * int(np.prod(shape32))
+            block = np.empty(3 * size64 + 3 * size32, np.uint8)
+            cached = {}
+            for i, name in enumerate(("x", "m", "sq")):
+                cached[name] = block[i * size64 : (i + 1) * size64].view(np.float64).reshape(shape64)
+            for i, name in enumerate(("vx", "vy", "num")):
+                start = 3 * size64 + i * size32
+                cached[name] = block[start : start + size32].view(np.float32).reshape(shape32)
             local.bufs = cached
         return cached
 
     def variance(src: np.ndarray, bufs: dict[str, np.ndarray], dst: np.ndarray) -> None:
         x, m, sq = bufs["x"], bufs["m"], bufs["sq"]
         # float64 moments: see _local_var for why float32 is not enough.
-        np.copyto(x, src)
-        np.clip(x, 0.0, data_range, out=x)
+        if eight_bit:
+            cv2.LUT(src, _UNIT_LUT64, dst=x)
+        else:
+            np.clip(src, 0.0, data_range, out=x)
         if gauss:
             cv2.GaussianBlur(x, (window, window), sigma, dst=m, sigmaY=sigma)
             cv2.multiply(x, x, dst=x)
@@ -156,10 +186,11 @@ def d_map(
             cv2.boxFilter(x, cv2.CV_64F, (window, window), dst=m, normalize=True)
             cv2.multiply(x, x, dst=x)
             cv2.boxFilter(x, cv2.CV_64F, (window, window), dst=sq, normalize=True)
-        cv2.multiply(m, m, dst=m)
-        cv2.subtract(sq, m, dst=sq)
-        np.copyto(dst, sq[r:-r, r:-r], casting="same_kind")
-        np.maximum(dst, 0.0, out=dst)
+        # Only the valid part is kept, so the rest of the strip is not squared or subtracted.
+        mean, square = m[r:-r, r:-r], sq[r:-r, r:-r]
+        cv2.multiply(mean, mean, dst=mean)
+        # Rounding can leave a flat window's variance a hair below zero; D clamps the product.
+        cv2.subtract(square, mean, dst=dst, dtype=cv2.CV_32F)
 
     def strip(y0: int) -> None:
         y1 = min(y0 + STRIP_ROWS, h)
@@ -168,11 +199,13 @@ def d_map(
         variance(mse[y0 : y1 + 2 * r], bufs, vx)
         variance(gan[y0 : y1 + 2 * r], bufs, vy)
         # DeSRA Eq. 7 with C in numerator and denominator as in the authors' script; 2*sx*sy is
-        # computed as 2*sqrt(vx*vy) to take one square root instead of two.
+        # computed as sqrt(4*vx*vy) to take one square root instead of two. A variance rounded to
+        # -1e-17 makes the product negative only where the other factor is not: zero is exact there.
         num = bufs["num"]
-        cv2.multiply(vx, vy, dst=num)
+        cv2.multiply(vx, vy, dst=num, scale=4.0)
+        np.maximum(num, 0.0, out=num)
         cv2.sqrt(num, dst=num)
-        cv2.addWeighted(num, 2.0, num, 0.0, c, dst=num)
+        np.add(num, c, out=num)
         cv2.addWeighted(vx, 1.0, vy, 1.0, c, dst=vx)
         cv2.divide(num, vx, dst=num)
         out[y0:y1] = cv2.transform(num, channel_mean).reshape(y1 - y0, w)
@@ -210,7 +243,7 @@ def d_map_torch(
             if t.ndim == 4:
                 t = t[0]
         else:
-            t = torch.from_numpy(np.ascontiguousarray(np.asarray(x, dtype=np.float32))).permute(2, 0, 1)
+            t = torch.from_numpy(np.ascontiguousarray(_clamped(x, data_range, np.float32))).permute(2, 0, 1)
         return t.to(device=device or t.device, dtype=torch.float32)
 
     x = to_tensor(mse)

@@ -161,12 +161,24 @@ def _as_image(x: np.ndarray, what: str) -> np.ndarray:
 
     x = np.asarray(x)
     if x.ndim != 3 or x.shape[-1] != 3:
-        raise PairMismatchError(f"{what} image has shape {x.shape}; expected (H, W, 3) RGB float in [0, 1]")
+        raise PairMismatchError(f"{what} image has shape {x.shape}; expected (H, W, 3) RGB float in [0, 1] or uint8")
+    # 8-bit pixels stay as they are: the D map reads them as k / 255 itself.
+    if x.dtype == np.uint8:
+        return x
     # Unclamped SR outputs make colour patches that would read as texture: clamp first. Images read
     # from files are in range already and are not copied (two 50 MB copies for a 2048x2048 pair).
     if x.dtype == np.float32 and x.size and 0.0 <= x.min() and x.max() <= 1.0:
         return x
     return np.clip(x, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def _as_float(x: np.ndarray) -> np.ndarray:
+    """The float32 [0, 1] image the baselines and the segmenter take (8-bit pixels converted as on reading)."""
+    import numpy as np
+
+    from desra.core.imageio import unit_float
+
+    return unit_float(x) if x.dtype == np.uint8 else x
 
 
 def _d_map(mse: np.ndarray, gan: np.ndarray, config: DetectConfig) -> np.ndarray:
@@ -184,6 +196,7 @@ def _candidate(mse: np.ndarray, gan: np.ndarray, adjusted: np.ndarray, config: D
     kw = {"window": config.window, "sigma": config.sigma, "kind": config.window_kind}
     if config.method in ("desra", "desra-nosem"):
         return adjusted < config.threshold
+    mse, gan = _as_float(mse), _as_float(gan)
     if config.method == "absolute-d":
         return baselines.absolute_d_map(mse, gan, **kw) > config.abs_threshold
     if config.method == "ldl":
@@ -211,7 +224,7 @@ def detect_artifacts(
     extra: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Detection:
-    """Detect artifacts in a GAN-SR image given its MSE-SR counterpart, both ``(H, W, 3)`` float32 [0, 1].
+    """Detect artifacts in a GAN-SR image given its MSE-SR counterpart, both ``(H, W, 3)`` float32 [0, 1] or uint8.
 
     ``segmenter`` (a :class:`desra.detect.semantic.Segmenter`) turns on Eq. 8-9 for method 'desra';
     ``class_weights`` defaults to the authors' table; ``segmenter_note`` says why there is no
@@ -226,6 +239,8 @@ def detect_artifacts(
     config = config or DetectConfig()
     mse = _as_image(mse, "MSE-SR")
     gan = _as_image(gan, "GAN-SR")
+    if mse.dtype != gan.dtype:  # an 8-bit file beside a 16-bit one
+        mse, gan = _as_float(mse), _as_float(gan)
     if mse.shape != gan.shape:
         raise PairMismatchError(
             f"MSE-SR output is {mse.shape[1]}x{mse.shape[0]} but GAN-SR output is {gan.shape[1]}x{gan.shape[0]}; "
@@ -244,7 +259,7 @@ def detect_artifacts(
     if note is None:
         weights = class_weights or semantic.default_class_weights()
         seen = mse if config.segment_on == "mse" else gan
-        labels = semantic.segment(segmenter, seen)[r:-r, r:-r]
+        labels = semantic.segment(segmenter, _as_float(seen))[r:-r, r:-r]
         adjusted = semantic.adjust(d, labels, weights)
     tick(2, steps)
 

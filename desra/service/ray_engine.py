@@ -211,7 +211,7 @@ class _Detector:
             mse, gan = row["mse"], row["gan"]
             extra = {**pair_facts(plan.models.mse, plan.models.gan), **job_inputs(row["first"], None)}
         else:
-            mse, gan = read_image(row["first"]).rgb, read_image(row["second"]).rgb
+            mse, gan = (read_image(row[key], keep_8bit=True).rgb for key in ("first", "second"))  # as the local engine
             extra = job_inputs(row["first"], row["second"])
         detection = detect_artifacts(mse, gan, plan.config, extra=extra, **self.semantics.detect_kwargs())
         return write_image_outputs(

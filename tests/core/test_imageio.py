@@ -194,3 +194,36 @@ def test_masks_and_listing(tmp_path):
     (tmp_path / ".hidden.png").write_bytes(b"")
     (tmp_path / "B.JPG").write_bytes(b"")
     assert [p.name for p in list_images(tmp_path)] == ["B.JPG", "label.png", "m.png", "zero_one.png"]
+
+
+def test_keep_8bit_gives_the_pixels_whose_unit_float_is_read_image(small, tmp_path):
+    from desra.core.imageio import unit_float
+
+    alpha = np.zeros(small.shape[:2], np.float32)
+    alpha[3:30, 4:50] = 1.0
+    grey = to_uint8(small.mean(2))
+    Image.fromarray(grey, "L").save(tmp_path / "g.png")
+    Image.fromarray(to_uint8(small)).quantize(colors=16).save(tmp_path / "p.png", transparency=0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(to_uint8(small)).save(tmp_path / "r.jpg", quality=95, exif=exif)
+    files = [write_image(tmp_path / "a.png", small), write_image(tmp_path / "rgba.png", small, alpha=alpha),
+             tmp_path / "g.png", tmp_path / "p.png", tmp_path / "r.jpg"]
+    for path in files:
+        full, kept = read_image(path), read_image(path, keep_8bit=True)
+        assert kept.rgb.dtype == np.uint8 and kept.rgb.shape == full.rgb.shape, path.name
+        np.testing.assert_array_equal(unit_float(kept.rgb), full.rgb)  # the same bits, not just close
+        assert (kept.alpha is None) == (full.alpha is None) and kept.mode == full.mode
+        if kept.alpha is not None:
+            np.testing.assert_array_equal(unit_float(kept.alpha), full.alpha)
+    sixteen = read_image(write_image(tmp_path / "s.png", small, bit_depth=16), keep_8bit=True)
+    assert sixteen.bit_depth == 16 and sixteen.rgb.dtype == np.float32  # 16 bits are never cut to 8
+
+
+def test_complete_png_with_a_black_last_row_still_reads(small, tmp_path):
+    # A black last row is what a PNG cut short looks like once decoded, so its data is counted: it is complete.
+    picture = to_uint8(small)
+    picture[-1] = 0
+    path = tmp_path / "black-bottom.png"
+    Image.fromarray(picture).save(path)
+    np.testing.assert_array_equal(read_image(path, keep_8bit=True).rgb, picture)

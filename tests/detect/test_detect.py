@@ -105,6 +105,26 @@ def test_every_method_runs_and_reports_itself(rocket_pair, method):
         assert not det.semantics_used and method in det.semantics_note
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_8bit_pixels_detect_exactly_as_their_float_image(rocket_pair, tiny_segformer, method):
+    # desra detect hands 8-bit files over as uint8; every method, with semantics too, must not notice.
+    from desra.core.imageio import unit_float
+    from desra.detect import semantic
+
+    mse, gan, _ = rocket_pair
+    mse8, gan8 = (np.round(x * 255).astype(np.uint8) for x in (mse, gan))
+    config = DetectConfig(method=method, ldl_threshold=0.0005)
+    seg = {"segmenter": semantic.load_segmenter(str(tiny_segformer))} if method == "desra" else {}
+    as_float = detect_artifacts(unit_float(mse8), unit_float(gan8), config, **seg)
+    as_bytes = detect_artifacts(mse8, gan8, config, **seg)
+    np.testing.assert_array_equal(as_bytes.mask, as_float.mask)
+    np.testing.assert_array_equal(as_bytes.d, as_float.d)
+    assert as_bytes.to_json() == as_float.to_json()
+    # An 8-bit file beside a 16-bit one: the 8-bit one is converted, not refused.
+    mixed = detect_artifacts(mse8, unit_float(gan8), config, **seg)
+    np.testing.assert_array_equal(mixed.mask, as_float.mask)
+
+
 def test_bad_inputs(photo):
     img = photo("astronaut")
     with pytest.raises(PairMismatchError, match="512x512"):

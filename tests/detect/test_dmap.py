@@ -67,3 +67,29 @@ def test_bad_inputs_raise_typed_errors(photo):
         d_map(img, img, window=10)
     with pytest.raises(ConfigError):
         d_map(img, img, kind="median")
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "box"])
+def test_8bit_pixels_give_the_same_d_bits_as_the_float_image_read_from_the_file(photo, pair_maker, kind, device):
+    # detect reads 8-bit files as uint8 (no 50 MB float copy); D must not change by a single bit.
+    from desra.core.imageio import unit_float
+
+    img = photo("astronaut")
+    h, w = img.shape[:2]
+    mse, gan, _ = pair_maker(img, [(h // 4, h // 2, w // 4, w // 2)], amplitude=0.1)
+    mse8, gan8 = (np.round(np.clip(x, 0, 1) * 255).astype(np.uint8) for x in (mse, gan))
+    mse_f, gan_f = unit_float(mse8), unit_float(gan8)
+    np.testing.assert_array_equal(d_map(mse8, gan8, kind=kind), d_map(mse_f, gan_f, kind=kind))
+    crop = (slice(0, 120), slice(0, 150))
+    np.testing.assert_array_equal(d_map_reference(mse8[crop], gan8[crop], kind=kind), d_map_reference(mse_f[crop], gan_f[crop], kind=kind))
+    np.testing.assert_array_equal(d_map_torch(mse8[crop], gan8[crop], kind=kind, device=device),
+                                  d_map_torch(mse_f[crop], gan_f[crop], kind=kind, device=device))
+    np.testing.assert_array_equal(local_std(gan8, kind=kind), local_std(gan_f, kind=kind))
+
+
+def test_8bit_pixels_need_their_partner_in_8_bits_and_data_range_1(photo):
+    img8 = (photo("coffee")[:64, :64] * 255).astype(np.uint8)
+    with pytest.raises(PairMismatchError, match="MSE-SR pixels are uint8 but GAN-SR pixels are float32"):
+        d_map(img8, img8.astype(np.float32) / 255)
+    with pytest.raises(ConfigError, match="data_range must be 1"):
+        d_map(img8, img8, data_range=255.0)
