@@ -121,3 +121,15 @@ def test_banded_png_decodes_the_same_in_pillow_and_opencv_on_any_thread_count(ph
     np.testing.assert_array_equal(back if array.ndim == 2 else back[..., ::-1], array)
     with Image.open(io.BytesIO(data)) as image:
         image.verify()  # chunk CRCs
+
+
+@pytest.mark.parametrize("cut", [0, 1, 65520, 65521, 65522, 200_000, 300_000])
+def test_adler32_of_two_parts_combines_to_that_of_the_whole(cut):
+    import zlib
+
+    from desra.core.png import adler32_combine
+
+    data = np.random.default_rng(cut).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+    first, second = data[:cut], data[cut:]
+    assert adler32_combine(zlib.adler32(first), zlib.adler32(second), len(second)) == zlib.adler32(data)
+    assert adler32_combine(zlib.adler32(b"\xff" * cut), zlib.adler32(b"\xff" * 7), 7) == zlib.adler32(b"\xff" * (cut + 7))
