@@ -85,11 +85,14 @@ def run(args) -> int:
         resolve_semantics,
         sr_batch,
     )
-    from desra.service.ray_engine import detect_folder_ray
 
     started = time.time()
     on_ray = ray_options(args)
-    engine = detect_folder if on_ray is None else partial(detect_folder_ray, options=on_ray)
+    engine = detect_folder
+    if on_ray is not None:
+        from desra.service.ray_engine import detect_folder_ray
+
+        engine = partial(detect_folder_ray, options=on_ray)
     config = config_from_args(args)
     out = Path(args.out)
     if args.lr and (args.mse or args.gan):
