@@ -49,3 +49,22 @@ def test_semantic_legend_colours_classes_and_lists_them():
     assert (out[:, 60:] < 255).any()  # legend drawn
     with pytest.raises(ConfigError, match="exceeds the 150 class names"):
         visualize.semantic_legend(np.full((4, 4), 200), ADE20K_CLASSES)
+
+
+@pytest.mark.parametrize("alpha", [0.4, 0.25, 1.0])
+def test_overlay_tint_is_the_float32_blend_of_the_flagged_pixels_truncated(photo, alpha):
+    img = photo("chelsea")
+    pixels = (img * 255).astype(np.uint8)
+    mask = np.zeros(img.shape[:2], bool)
+    mask[40:200, 60:300] = True
+    mask[250, 10] = True
+    colour = (30, 200, 90)
+    out = visualize.overlay(pixels, mask, color=colour, alpha=alpha)
+    expected = ((1 - alpha) * pixels[mask].astype(np.float32) + alpha * np.array(colour, np.float32)).astype(np.uint8)
+    inside = mask.copy()
+    inside[:42], inside[198:], inside[:, :62], inside[:, 298:] = False, False, False, False  # clear of the outline
+    np.testing.assert_array_equal(out[inside], expected[inside[mask]])
+    far = np.ones_like(mask)
+    far[30:210, 50:310] = far[240:261, 0:21] = False
+    np.testing.assert_array_equal(out[far], pixels[far])  # untouched away from the mask and its outline
+    assert np.array_equal(pixels, (img * 255).astype(np.uint8))  # the input is not drawn on
