@@ -227,3 +227,16 @@ def test_complete_png_with_a_black_last_row_still_reads(small, tmp_path):
     path = tmp_path / "black-bottom.png"
     Image.fromarray(picture).save(path)
     np.testing.assert_array_equal(read_image(path, keep_8bit=True).rgb, picture)
+
+
+def test_keep_8bit_png_with_exif_orientation_or_transparent_colour_is_read_as_pillow_reads_it(small, tmp_path):
+    # OpenCV decodes only plain RGB PNGs for keep_8bit; an eXIf orientation must still turn the image.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    pixels = to_uint8(small)
+    Image.fromarray(pixels).save(tmp_path / "turned.png", exif=exif)
+    turned = read_image(tmp_path / "turned.png", keep_8bit=True)
+    assert turned.rgb.shape == (small.shape[1], small.shape[0], 3)
+    np.testing.assert_array_equal(turned.rgb, np.rot90(pixels, -1))
+    Image.fromarray(pixels).save(tmp_path / "trns.png", transparency=(0, 0, 0))
+    np.testing.assert_array_equal(read_image(tmp_path / "trns.png", keep_8bit=True).rgb, pixels)

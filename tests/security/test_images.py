@@ -16,12 +16,14 @@ from desra.core.errors import ImageError
 from desra.core.imageio import read_image, read_mask
 
 
+@pytest.mark.parametrize("keep_8bit", [False, True])
 @pytest.mark.parametrize(("bit_depth", "colour"), [(8, 2), (8, 0), (16, 2), (16, 6)])
-def test_png_holding_5_of_its_200_rows_is_refused(tmp_path, make_png, bit_depth, colour):
+def test_png_holding_5_of_its_200_rows_is_refused(tmp_path, make_png, bit_depth, colour, keep_8bit):
     # Intact chunks and a clean zlib end, but the data stops after row 5: Pillow padded the rest with black.
+    # keep_8bit decodes plain RGB files with OpenCV first; its refusal must end in the same message.
     path = make_png(tmp_path / "short.png", 100, 200, bit_depth=bit_depth, colour=colour, rows=5, value=200)
     with pytest.raises(ImageError, match="truncated: its image data holds about 5 of its 200 rows"):
-        read_image(path)
+        read_image(path, keep_8bit=keep_8bit)
 
 
 def test_truncated_mask_png_is_refused(tmp_path, make_png):
