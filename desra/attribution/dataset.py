@@ -34,6 +34,10 @@ LOSS_OF_STAGE = {"mse": "l1", "gan": "gan"}
 """Zoo stage -> loss label of the model it exports."""
 MANIFEST = "manifest.json"
 """File name of the dataset manifest inside the dataset folder."""
+PUBLISHED_CLASSES = ("RealESRGAN_x4plus", "RealESRGAN_x4plus_anime_6B", "realesr-animevideov3")
+"""Published models the large zoo's dataset adds as classes (Vonderfecht & Liu attribute published models too)."""
+PUBLISHED = "published:"
+"""``config`` prefix of a member that is a published model, not a zoo config's stage."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,11 @@ class ZooMember:
     """The zoo YAML it was trained from."""
     data: str = ""
     """'' for the usual training data of its architecture and scale in this zoo, else a short tag of its own (a data-disjoint half)."""
+
+    @property
+    def published(self) -> bool:
+        """Whether this class is a published model (its config is ``published:<model>``)."""
+        return self.config.startswith(PUBLISHED)
 
     @property
     def triplet(self) -> str:
@@ -98,6 +107,33 @@ def zoo_members(configs: Sequence[Path], zoo_dir: Path) -> list[ZooMember]:
                 )
             )
     return sorted(members, key=lambda m: m.name)
+
+
+def published_member(model: str) -> ZooMember:
+    """A published model (registry id or checkpoint file) as one more attribution class.
+
+    Its architecture, scale and role come from the loaded model (ncnn-converted registry models are
+    converted on first use). Its data tag is its own name: its authors' training data is not any
+    zoo member's, so it has no seed siblings.
+    """
+    from desra.models.checkpoint import load_model
+
+    descriptor = load_model(model).descriptor
+    if descriptor.role not in LOSS_OF_STAGE:
+        raise DatasetError(
+            f"{model}: its role (L1/MSE or GAN) is not recorded, and the classifier parses the loss; "
+            "use a registered model or a checkpoint desra wrote"
+        )
+    return ZooMember(
+        name=descriptor.name,
+        checkpoint=descriptor.source,
+        architecture=descriptor.architecture,
+        scale=descriptor.scale,
+        loss=LOSS_OF_STAGE[descriptor.role],
+        seed=0,
+        config=PUBLISHED + str(model),
+        data=descriptor.name,
+    )
 
 
 def photo_stem(spec: str) -> str:

@@ -13,8 +13,8 @@ import numpy as np
 
 from desra.attribution.dataset import ZooMember
 
-GROUPS = ("all", "x2", "x4", "l1", "gan")
-"""Row order of the accuracy-by-group tables (architectures are appended)."""
+GROUPS = ("all", "x2", "x4", "l1", "gan", "published")
+"""Row order of the accuracy-by-group tables (architectures are appended; empty groups are left out)."""
 
 
 def _in_group(member: ZooMember, group: str) -> bool:
@@ -23,6 +23,7 @@ def _in_group(member: ZooMember, group: str) -> bool:
         or group == f"x{member.scale}"
         or group == member.loss
         or group == member.architecture
+        or (group == "published" and member.published)
     )
 
 

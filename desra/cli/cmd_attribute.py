@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     build.add_argument("--configs", type=Path, default=None, help=f"folder of zoo YAML files (default: the --zoo's, {DEFAULT_CONFIGS})")
     build.add_argument("--root", type=Path, default=None, help=f"output root: zoo/ and dataset/ go here (default: the --zoo's, {DEFAULT_ROOT})")
     build.add_argument("--device", default="cpu", help="device for rendering the dataset (default cpu)")
+    build.add_argument("--published", default=None, metavar="MODELS",
+                       help="comma-separated published models (registry ids or checkpoint files) added as classes, or 'none' "
+                            "(default: RealESRGAN_x4plus,RealESRGAN_x4plus_anime_6B,realesr-animevideov3 for --zoo large, none for tiny)")
     build.set_defaults(func=_build_zoo)
 
     train = sub.add_parser("train", help="fit PRNU fingerprints + train the classifier; write the report, R(A,B) plot and t-SNE")
@@ -74,11 +77,21 @@ def _bar_progress():
     return update
 
 
+def published_models(args) -> list[str]:
+    """The models ``--published`` names: its list, 'none' = [], unset = the large zoo's PUBLISHED_CLASSES."""
+    from desra.attribution.dataset import PUBLISHED_CLASSES
+
+    if args.published is None:
+        return list(PUBLISHED_CLASSES) if args.zoo == "large" else []
+    names = [name.strip() for name in args.published.split(",") if name.strip()]
+    return [] if names == ["none"] else names
+
+
 def _build_zoo(args) -> int:
     import subprocess
     import sys
 
-    from desra.attribution.dataset import render_dataset, zoo_members
+    from desra.attribution.dataset import published_member, render_dataset, zoo_members
     from desra.core.errors import ConfigError, DesraError
     from desra.train.zoo import exported_path
     from desra.train.zoo_config import load_zoo_config
@@ -101,9 +114,14 @@ def _build_zoo(args) -> int:
             if subprocess.run(command).returncode != 0:
                 raise DesraError(f"`desra zoo train --stage {stage} --config {path}` failed; see its output above, fix and rerun build-zoo (finished models are kept)")
     members = zoo_members(configs, zoo_dir)
+    members += [published_member(model) for model in published_models(args)]
+    taken = [m.name for m in members]
+    if len(set(taken)) != len(taken):
+        raise ConfigError(f"two classes share a name ({sorted({n for n in taken if taken.count(n) > 1})}); each --published model once")
     update = _bar_progress()
     manifest = render_dataset(members, root / "dataset", device=args.device, progress=lambda d, t: update("rendering SR outputs", d, t))
-    print(f"{len(members)} zoo models; dataset manifest {manifest}")
+    published = sum(m.published for m in members)
+    print(f"{len(members) - published} zoo models + {published} published; dataset manifest {manifest}")
     return 0
 
 

@@ -209,3 +209,34 @@ def test_report_prints_the_verdict_it_computed(experiment):
     out = experiment[0] / "experiment"
     holds = json.loads((out / "report.json").read_text())["finding"]["gan_vs_l1"]["holds"]
     assert f"- GAN more distinctive than L1: {verdicts[holds]} (" in (out / "report.md").read_text()
+
+
+def test_a_published_model_joins_the_classes_with_its_own_facts(tmp_path):
+    # Vonderfecht & Liu attribute published models too: a registered model becomes one more class.
+    from desra.attribution.dataset import PUBLISHED, published_member
+    from desra.attribution.reports import accuracy_by_group
+
+    member = published_member("desra-demo-x4-gan")
+    assert (member.name, member.architecture, member.scale, member.loss) == ("desra-demo-x4-gan", "srvgg", 4, "gan")
+    assert member.published and member.config == PUBLISHED + "desra-demo-x4-gan" and member.checkpoint.endswith(".safetensors")
+    zoo = _member(tmp_path, "toy-x4-gan-s1", 3, 4, "gan")
+    assert member.triplet != zoo.triplet  # not a seed sibling of any zoo member
+    render_dataset([zoo, member], tmp_path / "dataset", train_photos=TRAIN, test_photos=TEST)
+    test = load_split(tmp_path / "dataset", "test")
+    assert test.members == (zoo, member) and test.images[1].shape == (300, 448, 3)
+    scores = np.eye(2)[[0, 0]]  # both test images attributed to the zoo model
+    table = accuracy_by_group(scores, test.member_index, test.members)
+    assert table["published"] == {"accuracy": 0.0, "n": 1} and table["all"]["accuracy"] == 0.5
+
+
+def test_build_zoo_adds_the_large_zoos_published_models_unless_told_otherwise():
+    from desra.attribution.dataset import PUBLISHED_CLASSES
+    from desra.cli import build_parser
+    from desra.cli.cmd_attribute import published_models
+
+    parse = build_parser(("attribute",)).parse_args
+    assert published_models(parse(["attribute", "build-zoo"])) == list(PUBLISHED_CLASSES)
+    assert published_models(parse(["attribute", "build-zoo", "--zoo", "tiny"])) == []
+    assert published_models(parse(["attribute", "build-zoo", "--published", "none"])) == []
+    assert published_models(parse(["attribute", "build-zoo", "--zoo", "tiny", "--published", "a.safetensors, RealESRGAN_x4plus"])) == [
+        "a.safetensors", "RealESRGAN_x4plus"]
