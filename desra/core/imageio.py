@@ -238,35 +238,41 @@ def _decode_16bit(path: Path, layout: str, orientation: int) -> tuple[np.ndarray
     return np.ascontiguousarray(rgb), alpha
 
 
-def _plain_rgb8_png(data: bytes) -> bool:
-    """True for an 8-bit RGB, non-interlaced PNG with no eXIf (orientation) or tRNS (transparent colour) chunk."""
-    if len(data) < 33 or data[12:16] != b"IHDR" or data[24:26] != b"\x08\x02" or data[28] != 0:
-        return False
-    offset = 8
-    while offset + 8 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, offset)
-        if kind in (b"eXIf", b"tRNS"):
+def _plain_rgb8_png(path: Path) -> bool:
+    """True for an 8-bit RGB, non-interlaced PNG with no eXIf (orientation) or tRNS (transparent colour) chunk.
+
+    Only chunk headers are read (the file is walked by seeking), so the check costs a few syscalls per chunk.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(33)
+        if len(head) < 33 or head[12:16] != b"IHDR" or head[24:26] != b"\x08\x02" or head[28] != 0:
             return False
-        if kind == b"IEND":
-            return True
-        offset += 12 + length
-    return False  # no IEND: let the checked path say what is wrong
+        handle.seek(33)
+        while True:
+            header = handle.read(8)
+            if len(header) < 8:
+                return False  # no IEND: let the checked path say what is wrong
+            length, kind = struct.unpack(">I4s", header)
+            if kind in (b"eXIf", b"tRNS"):
+                return False
+            if kind == b"IEND":
+                return True
+            handle.seek(length + 4, os.SEEK_CUR)
 
 
 def _decode_plain_rgb8_png(path: Path, size: tuple[int, int]) -> np.ndarray | None:
     """uint8 RGB pixels of a plain 8-bit RGB PNG decoded by OpenCV, or None for any other PNG or any fault.
 
     Pillow decodes into its own 4-byte pixels and copies them out twice on the way to numpy (40 MB
-    of fresh pages for a 2048x2048 image); OpenCV's libpng decodes straight into the array and
-    refuses truncated data itself. On any fault the caller decodes with Pillow, which says what is
-    wrong (libpng prints its own line first).
+    of fresh pages for a 2048x2048 image); OpenCV's libpng decodes into the array and refuses
+    truncated data itself. On any fault the caller decodes with Pillow, which says what is wrong
+    (libpng prints its own line first).
     """
     import cv2
 
-    data = path.read_bytes()
-    if not _plain_rgb8_png(data):
+    if not _plain_rgb8_png(path):
         return None
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if pixels is None or pixels.dtype != np.uint8 or pixels.shape != (size[1], size[0], 3):
         return None
     return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB, dst=pixels)
