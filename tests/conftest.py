@@ -4,6 +4,8 @@ a tiny random SegFormer saved locally (detection and curated-set tests both segm
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,3 +177,24 @@ def browser():
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         yield chromium
         chromium.close()
+
+
+def wait_until(predicate, timeout: float = 60.0, what: str = "the condition"):
+    """Poll ``predicate`` every 0.05 s until it returns something truthy (returned), or fail after ``timeout`` s naming ``what``."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"waited {timeout} s for {what}")
+
+
+def start_worker(workspace) -> subprocess.Popen:
+    """A `desra jobs worker` on ``workspace`` (CPU), output discarded; the caller stops it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "desra", "jobs", "worker", "--workspace", str(workspace), "--device", "cpu"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )

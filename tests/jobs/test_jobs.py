@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,15 +12,7 @@ from desra.core.errors import JobError, UnknownNameError
 from desra.jobs.job_settings import SleepJob, to_argv
 from desra.jobs.runner import run_worker
 from desra.jobs.store import JobStore
-
-
-def _wait(predicate, timeout=60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+from tests.conftest import start_worker, wait_until
 
 
 def test_settings_become_flags_spelled_out_in_full():
@@ -95,21 +86,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _start_worker(workspace):
-    return subprocess.Popen(
-        [sys.executable, "-m", "desra", "jobs", "worker", "--workspace", str(workspace), "--device", "cpu"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
 
 
 def test_cancel_running_job(tmp_path):
     store = JobStore(tmp_path)
     job = store.submit("sleep", {"steps": 200, "interval": 0.1})
-    worker = _start_worker(tmp_path)
+    worker = start_worker(tmp_path)
     try:
-        assert _wait(lambda: len(store.events(job.id)) >= 2)
+        assert wait_until(lambda: len(store.events(job.id)) >= 2)
         store.cancel(job.id)
-        assert _wait(lambda: store.status(job.id).state == "cancelled")
+        assert wait_until(lambda: store.status(job.id).state == "cancelled")
         assert len(store.events(job.id)) < 200
     finally:
         worker.terminate()
@@ -121,14 +107,14 @@ def test_state_survives_a_killed_runner(tmp_path, monkeypatch):
 
     store = JobStore(tmp_path)
     job = store.submit("sleep", {"steps": 12, "interval": 0.25})
-    worker = _start_worker(tmp_path)
-    assert _wait(lambda: len(store.events(job.id)) >= 3)
+    worker = start_worker(tmp_path)
+    assert wait_until(lambda: len(store.events(job.id)) >= 3)
     children = _children(worker.pid)
     assert children, "the runner started no job process"
     os.kill(worker.pid, signal.SIGKILL)  # the runner dies without cleaning anything up
     worker.wait()
     # Its job child dies with it (no second copy keeps writing events): waited for, bounded.
-    assert _wait(lambda: not any(_alive(pid) for pid in children), timeout=30), "the job outlived its runner"
+    assert wait_until(lambda: not any(_alive(pid) for pid in children), timeout=30), "the job outlived its runner"
     count = len(store.events(job.id))
     assert count < 12
     # A new runner, in a new store, sees the job as it was left; once the dead worker's heartbeat is
@@ -136,7 +122,7 @@ def test_state_survives_a_killed_runner(tmp_path, monkeypatch):
     assert JobStore(tmp_path).status(job.id).state == "running"
     monkeypatch.setattr(jobs, "STALE_AFTER_S", 0.5)
     recovered = []
-    assert _wait(lambda: recovered.extend(JobStore(tmp_path).recover()) or recovered, timeout=30)
+    assert wait_until(lambda: recovered.extend(JobStore(tmp_path).recover()) or recovered, timeout=30)
     assert recovered == [job.id] and len(store.events(job.id)) == count
     requeued = store.status(job.id)
     assert requeued.state == "queued" and requeued.resume and "requeued" in requeued.reason

@@ -9,11 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import wait_until
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # small networks: threads only add contention here
 
@@ -31,15 +32,6 @@ def ok(*args: str, timeout: float = 300) -> str:
     return done.stdout
 
 
-def _wait(predicate, timeout: float, what: str):
-    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` s pass (fail naming ``what``)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"waited {timeout} s for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -118,13 +110,13 @@ def test_jobs_cancel_and_resume_a_running_finetune(user_set):
         return [i for i, _ in list_checkpoints(job["out"])] if os.path.isdir(job["out"]) else []
 
     try:
-        _wait(lambda: status()["state"] == "running" and checkpoints(), 180, "a running fine-tune's first checkpoint")
+        wait_until(lambda: status()["state"] == "running" and checkpoints(), 180, "a running fine-tune's first checkpoint")
         ok("jobs", "cancel", job["id"], "--workspace", ws)
-        cancelled = _wait(lambda: (s := status())["state"] == "cancelled" and s, 60, "the cancel to take")
+        cancelled = wait_until(lambda: (s := status())["state"] == "cancelled" and s, 60, "the cancel to take")
         stopped_at = checkpoints()[-1]
         assert stopped_at < iters and cancelled["finished"] is not None
         ok("jobs", "resume", job["id"], "--workspace", ws, "--start-workers")
-        done = _wait(lambda: (s := status())["state"] in ("done", "failed") and s, 300, "the resumed job to end")
+        done = wait_until(lambda: (s := status())["state"] in ("done", "failed") and s, 300, "the resumed job to end")
         assert done["state"] == "done", ok("jobs", "log", job["id"], "--workspace", ws)
         assert checkpoints()[-1] == iters
         events = [json.loads(line) for line in (Path(job["out"]) / "events.jsonl").read_text().splitlines()]

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -20,6 +19,7 @@ from desra.core.errors import JobError, UnknownNameError
 from desra.jobs.job_settings import SETTINGS, Confinement, parse_settings, to_argv
 from desra.jobs.runner import job_command, run_worker
 from desra.jobs.store import JobStore
+from tests.conftest import start_worker, wait_until
 
 
 @pytest.fixture
@@ -185,28 +185,16 @@ def test_malformed_params_json_is_one_line(tmp_path):
         assert len(result.stderr.strip().splitlines()) == 1
 
 
-def _start_worker(workspace: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "desra", "jobs", "worker", "--workspace", str(workspace), "--device", "cpu"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
 
 
-def _wait(predicate, timeout: float = 60.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_a_dead_workers_heartbeat_is_not_trusted(tmp_path):
     """Defect 8: for 20 s after a worker died nothing started and a new worker was refused."""
     store = JobStore(tmp_path)
     job = store.submit("sleep", {"steps": 200, "interval": 0.05})
-    worker = _start_worker(tmp_path)
-    assert _wait(lambda: len(store.events(job.id)) >= 2)
+    worker = start_worker(tmp_path)
+    assert wait_until(lambda: len(store.events(job.id)) >= 2)
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     # At once, well inside the 20 s heartbeat window: the dead worker is seen as dead...
@@ -221,8 +209,8 @@ def test_a_dead_workers_heartbeat_is_not_trusted(tmp_path):
 def test_sigterm_requeues_the_job_and_removes_the_worker(tmp_path):
     store = JobStore(tmp_path)
     job = store.submit("sleep", {"steps": 200, "interval": 0.05})
-    worker = _start_worker(tmp_path)
-    assert _wait(lambda: len(store.events(job.id)) >= 2)
+    worker = start_worker(tmp_path)
+    assert wait_until(lambda: len(store.events(job.id)) >= 2)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) != 0
     assert store.workers() == []
