@@ -68,11 +68,14 @@ def job_events(workspace: str | os.PathLike, job_id: str) -> list[dict[str, Any]
     return _store(workspace).events(job_id)
 
 
-def job_progress(workspace: str | os.PathLike, job_id: str) -> dict[str, Any]:
-    """The job as JSON plus ``progress`` (its latest progress event, or None) and ``log_tail`` (the ``job_status`` answer)."""
+def job_progress(workspace: str | os.PathLike, job_id: str, *, events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The job as JSON plus ``progress`` (its latest progress event, or None) and ``log_tail`` (the ``job_status`` answer).
+
+    ``events`` are the job's events when the caller has just read them (a watcher needs both).
+    """
     store = _store(workspace)
     answer = store.status(job_id).to_json()
-    answer["progress"] = latest_progress(store.events(job_id))
+    answer["progress"] = latest_progress(store.events(job_id) if events is None else events)
     answer["log_tail"] = store.log(job_id, tail_bytes=LOG_TAIL_BYTES)
     return answer
 

@@ -113,13 +113,14 @@ def run_view(workspace: str | os.PathLike, job_id: str) -> RunView:
     """Everything a watcher shows of fine-tune job ``job_id``: status, loss curves, previews and, once done, its results."""
     from desra.repair.evaluate_run import read_report, summary_rows
 
-    job = job_progress(workspace, job_id)
+    events = job_events(workspace, job_id)  # read once: the 2 s poll shows both progress and curves
+    job = job_progress(workspace, job_id, events=events)
     run = Path(job["out"])
     done = job["state"] == "done"
     report = read_report(run) if done else None
     return RunView(
         job=job,
-        losses=loss_curves(job_events(workspace, job_id)),
+        losses=loss_curves(events),
         previews=latest_previews(run),
         model_files=model_files(run) if done else [],
         report_rows=summary_rows(report) if report is not None else None,
