@@ -19,7 +19,12 @@ from desra.cli.shared import add_segmenter_option, workspace_of
 
 def register(subparsers) -> None:
     """Add ``desra watch`` to the parser."""
+    from dataclasses import MISSING, fields
+
     from desra.core.paths import default_workspace
+    from desra.repair.watch_state import WatchSettings
+
+    d = {f.name: f.default for f in fields(WatchSettings) if f.default is not MISSING}  # one place for the defaults
 
     p = subparsers.add_parser("watch", help="continual repair: detect on arrival, repair when artifacts gather",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,18 +35,18 @@ def register(subparsers) -> None:
     s.add_argument("dir", metavar="DIR", help="folder to watch")
     s.add_argument("--pair", required=True, metavar="NAME", help="registered model pair whose GAN model is repaired")
     s.add_argument("--workspace", **workspace)
-    s.add_argument("--repair-after", type=int, default=20, metavar="N", help="artifact images that start a repair round (default 20)")
-    s.add_argument("--iters", type=int, default=1000, metavar="I", help="fine-tune iterations per round (default 1000, the paper's)")
+    s.add_argument("--repair-after", type=int, default=d["repair_after"], metavar="N", help=f"artifact images that start a repair round (default {d['repair_after']})")
+    s.add_argument("--iters", type=int, default=d["iters"], metavar="I", help=f"fine-tune iterations per round (default {d['iters']}, the paper's)")
     add_segmenter_option(s)
-    s.add_argument("--min-removal", type=float, default=0.75, metavar="R",
-                   help="removal rate a repair needs to be promoted (default 0.75, the paper's Real-ESRGAN repair)")
-    s.add_argument("--holdout", type=float, default=0.25, metavar="F", help="share of a round's images held out for its evaluation (default 0.25)")
-    s.add_argument("--lr", type=float, default=1e-4, help="fine-tune learning rate (default 1e-4)")
-    s.add_argument("--patch", type=int, default=64, help="fine-tune HR crop size (default 64, CPU-sized; the paper: 256)")
-    s.add_argument("--batch", type=int, default=4, help="fine-tune crops per iteration (default 4)")
-    s.add_argument("--settle", type=float, default=2.0, metavar="S", help="seconds a file must stay unchanged before it is read (default 2)")
-    s.add_argument("--fingerprint-iters", type=int, default=5000, metavar="K",
-                   help="critical-image steps of the derivation check (default 5000, Quan et al.)")
+    s.add_argument("--min-removal", type=float, default=d["min_removal"], metavar="R",
+                   help=f"removal rate a repair needs to be promoted (default {d['min_removal']}, the paper's Real-ESRGAN repair)")
+    s.add_argument("--holdout", type=float, default=d["holdout"], metavar="F", help=f"share of a round's images held out for its evaluation (default {d['holdout']})")
+    s.add_argument("--lr", type=float, default=d["lr"], help=f"fine-tune learning rate (default {d['lr']:g})")
+    s.add_argument("--patch", type=int, default=d["patch"], help=f"fine-tune HR crop size (default {d['patch']}, CPU-sized; the paper: 256)")
+    s.add_argument("--batch", type=int, default=d["batch"], help=f"fine-tune crops per iteration (default {d['batch']})")
+    s.add_argument("--settle", type=float, default=d["settle_s"], metavar="S", help=f"seconds a file must stay unchanged before it is read (default {d['settle_s']:g})")
+    s.add_argument("--fingerprint-iters", type=int, default=d["fingerprint_iters"], metavar="K",
+                   help=f"critical-image steps of the derivation check (default {d['fingerprint_iters']}, Quan et al.)")
     s.add_argument("--poll", type=float, default=1.0, metavar="S", help="seconds between scans when idle (default 1)")
     s.add_argument("--until-idle", action="store_true", help="exit once every file is decided and no round is in flight (scripts)")
     s.set_defaults(func=run_start)
