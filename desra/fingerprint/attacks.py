@@ -16,9 +16,11 @@ from desra.core.errors import ConfigError
 
 ATTACKS = ("prune", "int8", "finetune")
 """Names of the attacks, in the order the suite runs them."""
+PRUNE_FRACTION = 0.05
+"""Share of the smallest weights the prune attack zeroes (the paper's)."""
 
 
-def prune_smallest(module, fraction: float = 0.05):
+def prune_smallest(module, fraction: float = PRUNE_FRACTION):
     """Copy of ``module`` with the ``fraction`` smallest-magnitude weights (all tensors with ndim > 1, globally) set to 0."""
     import torch
 
@@ -109,23 +111,31 @@ def finetune(
 
 
 def attack_recipe(name: str, *, finetune_iterations: int = 500, photos: Sequence[str] = ()) -> dict:
-    """The settings of attack ``name`` as a lineage recipe (desra.models.lineage): what an attacked checkpoint records."""
+    """The settings of attack ``name`` as a lineage recipe (desra.models.lineage): what an attacked checkpoint records.
+
+    The fine-tune's settings are read from :func:`finetune`'s own defaults, which :func:`apply_attack` uses.
+    """
+    import inspect
+
     if name == "prune":
-        return {"attack": name, "fraction": 0.05, "scope": "global, tensors with ndim > 1"}
+        return {"attack": name, "fraction": PRUNE_FRACTION, "scope": "global, tensors with ndim > 1"}
     if name == "int8":
         return {"attack": name, "levels": 255, "scale": "max|w| / 127 per tensor", "stored": "dequantised"}
     if name == "finetune":
-        return {"attack": name, "iterations": finetune_iterations, "lr": 1e-6, "loss": "mse", "batch": 4, "patch": 64, "seed": 0,
-                "lr_input": "area", "photos": list(photos)}
+        defaults = {k: p.default for k, p in inspect.signature(finetune).parameters.items() if k in ("lr", "batch", "patch", "seed")}
+        return {"attack": name, "iterations": finetune_iterations, **defaults, "loss": "mse", "lr_input": "area",
+                "photos": list(photos)}
     raise ConfigError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
 
 
-def apply_attack(name: str, module, scale: int, images: Sequence[np.ndarray], *, seed: int = 0, device: str = "cpu", progress=None):
+def apply_attack(
+    name: str, module, scale: int, images: Sequence[np.ndarray], *, finetune_iterations: int = 500, device: str = "cpu", progress=None
+):
     """Apply the attack called ``name`` (one of :data:`ATTACKS`) with the paper's settings; returns the modified copy."""
     if name == "prune":
-        return prune_smallest(module, 0.05)
+        return prune_smallest(module)
     if name == "int8":
         return quantize_int8(module)
     if name == "finetune":
-        return finetune(module, scale, images, seed=seed, device=device, progress=progress)
+        return finetune(module, scale, images, iterations=finetune_iterations, device=device, progress=progress)
     raise ConfigError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")

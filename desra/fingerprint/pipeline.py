@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from desra.core.errors import ConfigError
+from desra.fingerprint.attacks import apply_attack
 from desra.fingerprint.critical import CriticalConfig, critical_image
 from desra.fingerprint.features import fingerprint_features
 from desra.fingerprint.verify import (
@@ -150,15 +151,6 @@ class AttackResult:
     """Its verification against the source fingerprint."""
 
 
-def attacked_copy(name: str, module, scale: int, photos: Sequence[np.ndarray], *, finetune_iterations: int = 500, device: str = "cpu", progress: Callable[[int, int], None] | None = None):
-    """The attack ``name`` (prune, int8, finetune) applied to a copy of the SR ``module``; ``photos`` feed fine-tuning."""
-    from desra.fingerprint.attacks import apply_attack, finetune
-
-    if name == "finetune":
-        return finetune(module, scale, photos, iterations=finetune_iterations, device=device, progress=progress)
-    return apply_attack(name, module, scale, photos, device=device)
-
-
 def attack_suite(
     model,
     source: FingerprintRecord,
@@ -174,7 +166,7 @@ def attack_suite(
     results = []
     for name in attacks:
         report = (lambda done, total, _n=name: progress(_n, done, total)) if progress else None
-        attacked = attacked_copy(name, model.module, scale, photos, finetune_iterations=finetune_iterations, device=device, progress=report)
+        attacked = apply_attack(name, model.module, scale, photos, finetune_iterations=finetune_iterations, device=device, progress=report)
         verified = verify_module(attacked, scale, source, device=device, progress=None if name == "finetune" else report)
         results.append(AttackResult(attack=name, module=attacked, result=verified))
     return results
@@ -265,7 +257,7 @@ def cross_check(
         scale = int(model.descriptor.scale)
         for attack in attacks:
             def attack_row(model=model, attack=attack, own=features[i]) -> dict:
-                copy = attacked_copy(attack, model.module, scale, photos, finetune_iterations=finetune_iterations, device=device)
+                copy = apply_attack(attack, model.module, scale, photos, finetune_iterations=finetune_iterations, device=device)
                 verdict = compare(own, fingerprint_features(critical_image(copy, scale, config, device=device)), sigma=sigma, p=p)
                 return {"distance": verdict.distance}
 
