@@ -154,7 +154,7 @@ def _parse_attacks(text: str, allow_none: bool = False) -> list[str]:
 def _attack(args) -> int:
     from desra.fingerprint.pipeline import attack_suite
     from desra.fingerprint.verify import get_fingerprint
-    from desra.models.checkpoint import load_model, save_model
+    from desra.models.checkpoint import load_model
 
     attacks = _parse_attacks(args.attacks)
     model = load_model(args.model, device=args.device)
@@ -166,26 +166,9 @@ def _attack(args) -> int:
 
     results = attack_suite(model, source, attacks=attacks, finetune_iterations=args.finetune_iterations, device=args.device, progress=progress)
     if args.out is not None:
-        from desra.fingerprint.attacks import attack_recipe
-        from desra.fingerprint.pipeline import ATTACK_PHOTOS
-        from desra.models.lineage import (
-            LINEAGE_KEY,
-            current_command,
-            make_lineage,
-            metadata_of_file,
-            weights_sha256,
-        )
+        from desra.service.fingerprints import save_attacked
 
-        args.out.mkdir(parents=True, exist_ok=True)
-        source_metadata = metadata_of_file(model.descriptor.source)
-        source_sha256 = weights_sha256(model.module)  # every attack copies the source, which stays as loaded
-        for item in results:
-            recipe = {"command": current_command(), **attack_recipe(item.attack, finetune_iterations=args.finetune_iterations,
-                                                                     photos=[f"skimage:{p}" for p in ATTACK_PHOTOS])}
-            lineage = make_lineage("attack", item.module, source_sha256=source_sha256, source_name=model.descriptor.name, recipe=recipe,
-                                   source_metadata=source_metadata)
-            save_model(args.out / f"{model.descriptor.name}-{item.attack}.safetensors", item.module, model.descriptor,
-                       extra_metadata={"attack": item.attack, LINEAGE_KEY: lineage})
+        save_attacked(results, model, args.out, finetune_iterations=args.finetune_iterations)
     if args.json:
         print(json.dumps({item.attack: item.result.verdict.to_json() for item in results}))
     else:

@@ -103,3 +103,35 @@ def verify_suspect(
                           device=device, progress=progress)
     # The verdict is computed before, and without, the metadata; the lineage is only shown beside it.
     return Verification(suspect=model, result=result, lineage=lineage_report(model, result))
+
+
+def save_attacked(results, model, out: str | Path, *, finetune_iterations: int) -> list[Path]:
+    """Write each attacked copy of ``attack_suite`` to ``out/<model>-<attack>.safetensors`` with its lineage.
+
+    The lineage names ``model`` (its weights' sha256, as loaded) as the source and the attack's
+    recipe, so ``desra fingerprint verify`` can show it beside the verdict.
+    """
+    from desra.fingerprint.attacks import attack_recipe
+    from desra.fingerprint.pipeline import ATTACK_PHOTOS
+    from desra.models.checkpoint import save_model
+    from desra.models.lineage import (
+        LINEAGE_KEY,
+        current_command,
+        make_lineage,
+        metadata_of_file,
+        weights_sha256,
+    )
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    source_metadata = metadata_of_file(model.descriptor.source)
+    source_sha256 = weights_sha256(model.module)  # every attack copies the source, which stays as loaded
+    photos = [f"skimage:{p}" for p in ATTACK_PHOTOS]
+    written = []
+    for item in results:
+        recipe = {"command": current_command(), **attack_recipe(item.attack, finetune_iterations=finetune_iterations, photos=photos)}
+        lineage = make_lineage("attack", item.module, source_sha256=source_sha256, source_name=model.descriptor.name, recipe=recipe,
+                               source_metadata=source_metadata)
+        written.append(save_model(out / f"{model.descriptor.name}-{item.attack}.safetensors", item.module, model.descriptor,
+                                  extra_metadata={"attack": item.attack, LINEAGE_KEY: lineage}))
+    return written
