@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -71,14 +70,9 @@ def _train(args) -> int:
 
 
 def _derive_parent(args) -> int:
-    import dataclasses
-    import json
-
     from tqdm import tqdm
 
-    from desra.core.atomic import atomic_write_text
-    from desra.models.parent_delta import parent_module
-    from desra.train.parent import derive, evaluate, load_parent_config, write_card
+    from desra.train.parent import derive_and_evaluate, load_parent_config
 
     config = load_parent_config(args.config)
     bar = tqdm(total=config.iters, desc=config.name, unit="it", dynamic_ncols=True)
@@ -90,13 +84,10 @@ def _derive_parent(args) -> int:
 
     command = " ".join(["desra zoo derive-parent --config", shlex.quote(args.config), "--out", shlex.quote(args.out)])
     try:
-        summary = derive(config, args.out, resume=args.resume, device=args.device, on_event=on_event, command=command)
+        summary, evaluation, card = derive_and_evaluate(config, args.out, resume=args.resume, device=args.device,
+                                                        on_event=on_event, command=command)
     finally:
         bar.close()
-    parent, gan = parent_module(summary["delta"])
-    evaluation = evaluate(parent, gan, config)
-    atomic_write_text(Path(args.out) / "evaluation.json", json.dumps(dataclasses.asdict(evaluation), indent=2))
-    card = write_card(args.out, summary["metadata"], evaluation)
     print(f"wrote {summary['delta']} and {card}")
     print("held-out PSNR: " + ", ".join(f"{k} {v:.2f} dB" for k, v in evaluation.psnr.items()))
     print("HF energy on smooth areas: " + ", ".join(f"{k} {v:.2e}" for k, v in evaluation.smooth_hf_energy.items()))

@@ -333,3 +333,21 @@ Licence: derived from {metadata['base']} (BSD-3-Clause, Xintao Wang et al.); the
     path = Path(out) / f"{metadata['name']}.md"
     atomic_write_text(path, text)
     return path
+
+
+def derive_and_evaluate(config: ParentConfig, out: str | Path, **derive_options: Any) -> tuple[dict[str, Any], ParentEvaluation, Path]:
+    """``desra zoo derive-parent``: :func:`derive`, then evaluate the rebuilt parent against its GAN model.
+
+    Writes ``evaluation.json`` and the card into ``out``; returns (derive's summary, the evaluation, the card's path).
+    ``derive_options`` go to :func:`derive` (resume, device, on_event, command).
+    """
+    import json
+
+    from desra.core.atomic import atomic_write_text
+    from desra.models.parent_delta import parent_module
+
+    summary = derive(config, out, **derive_options)
+    parent, gan = parent_module(summary["delta"])
+    evaluation = evaluate(parent, gan, config)
+    atomic_write_text(Path(out) / "evaluation.json", json.dumps(asdict(evaluation), indent=2))
+    return summary, evaluation, write_card(out, summary["metadata"], evaluation)
