@@ -119,9 +119,10 @@ def _local_var(img: np.ndarray, window: int, sigma: float, kind: str, data_range
     return var.reshape(var.shape[0], var.shape[1], -1)
 
 
-# Rows of output computed per pass: small enough that the float64 temporaries stay in cache and
-# are not re-faulted from fresh pages for every one of a 2048x2048 image's passes.
-STRIP_ROWS = 32
+# Rows of output computed per pass: small enough that the float64 temporaries stay in cache, large
+# enough that the 2r halo rows each strip blurs and discards stay a small share (48: 21 %; 32: 31 %).
+# 32, 48, 64 and 96 were timed on 2048x2048: 48 was fastest, by 3-5 %.
+STRIP_ROWS = 48
 
 
 def d_map(
