@@ -47,7 +47,12 @@ from desra.core.errors import (
     ImageTooLargeError,
     PairMismatchError,
 )
-from desra.core.png import check_png_complete, write_png_uint8
+from desra.core.png import (
+    check_png_complete,
+    is_plain_rgb8,
+    png_header,
+    write_png_uint8,
+)
 
 DEFAULT_MAX_PIXELS = 100_000_000  # pixels (width x height) accepted when neither argument nor env var says otherwise
 # Output pixels (sW x sH) an upscale may allocate, as many as an input may have: 100 MP is 1.2 GB as
@@ -186,11 +191,9 @@ def image_size_of_bytes(data: bytes, name: str, *, max_pixels: int | None = None
 def _sixteen_bit_layout(path: Path, image) -> str | None:
     """The grey/colour layout of a 16-bit PNG or TIFF, None for 8-bit files."""
     if image.format == "PNG":
-        with open(path, "rb") as handle:
-            header = handle.read(26)
-        # IHDR: bit depth at byte 24, colour type at byte 25 (0 grey, 2 RGB, 4 grey+alpha, 6 RGBA).
-        if len(header) == 26 and header[24] == 16:
-            return {0: "L", 2: "RGB", 4: "LA", 6: "RGBA"}.get(header[25])
+        header = png_header(path)
+        if header is not None and header.bit_depth == 16:
+            return {0: "L", 2: "RGB", 4: "LA", 6: "RGBA"}.get(header.colour)
         return None
     if image.format == "TIFF":
         bits = image.tag_v2.get(258, (8,))
@@ -238,28 +241,6 @@ def _decode_16bit(path: Path, layout: str, orientation: int) -> tuple[np.ndarray
     return np.ascontiguousarray(rgb), alpha
 
 
-def _plain_rgb8_png(path: Path) -> bool:
-    """True for an 8-bit RGB, non-interlaced PNG with no eXIf (orientation) or tRNS (transparent colour) chunk.
-
-    Only chunk headers are read (the file is walked by seeking), so the check costs a few syscalls per chunk.
-    """
-    with open(path, "rb") as handle:
-        head = handle.read(33)
-        if len(head) < 33 or head[12:16] != b"IHDR" or head[24:26] != b"\x08\x02" or head[28] != 0:
-            return False
-        handle.seek(33)
-        while True:
-            header = handle.read(8)
-            if len(header) < 8:
-                return False  # no IEND: let the checked path say what is wrong
-            length, kind = struct.unpack(">I4s", header)
-            if kind in (b"eXIf", b"tRNS"):
-                return False
-            if kind == b"IEND":
-                return True
-            handle.seek(length + 4, os.SEEK_CUR)
-
-
 def _decode_plain_rgb8_png(path: Path, size: tuple[int, int]) -> np.ndarray | None:
     """uint8 RGB pixels of a plain 8-bit RGB PNG decoded by OpenCV, or None for any other PNG or any fault.
 
@@ -270,7 +251,7 @@ def _decode_plain_rgb8_png(path: Path, size: tuple[int, int]) -> np.ndarray | No
     """
     import cv2
 
-    if not _plain_rgb8_png(path):
+    if not is_plain_rgb8(path):
         return None
     pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if pixels is None or pixels.dtype != np.uint8 or pixels.shape != (size[1], size[0], 3):

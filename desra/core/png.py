@@ -1,6 +1,7 @@
-"""PNG at the byte level, where Pillow is not enough: a completeness check for reads and a fast lossless writer.
+"""PNG at the byte level, where Pillow is not enough: the header, a completeness check for reads and a fast lossless writer.
 
-:func:`check_png_complete` catches a PNG whose image data ends cleanly before its last row (Pillow
+:func:`png_header` reads the IHDR chunk, :func:`is_plain_rgb8` says whether OpenCV may decode a file
+for the detector; :func:`check_png_complete` catches a PNG whose image data ends cleanly before its last row (Pillow
 pads such a file with black rows); :func:`encode_png_uint8` writes the pictures desra makes itself
 (overlays, masks, legends) with about 6x less CPU than Pillow's default encoder. Everything else
 about images (formats, layouts, limits) is :mod:`desra.core.imageio`'s.
@@ -12,6 +13,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,6 +38,51 @@ def _png_expected_bytes(width: int, height: int, depth: int, colour: int, interl
     )
 
 
+class PngHeader(NamedTuple):
+    """What a PNG's IHDR chunk says."""
+
+    width: int
+    height: int
+    bit_depth: int
+    colour: int  # 0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA
+    interlace: int  # 0 none, 1 Adam7
+
+
+def _parse_ihdr(head: bytes) -> PngHeader | None:
+    """The header in a PNG's first 33 bytes (signature, then IHDR), or None when they hold none."""
+    if len(head) < 33 or head[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
+    return PngHeader(width, height, depth, colour, interlace)
+
+
+def png_header(path: str | os.PathLike) -> PngHeader | None:
+    """The IHDR of the PNG at ``path``, or None when the file starts with no PNG header."""
+    with open(path, "rb") as handle:
+        return _parse_ihdr(handle.read(33))
+
+
+def is_plain_rgb8(path: str | os.PathLike) -> bool:
+    """True for an 8-bit RGB, non-interlaced PNG with no eXIf (orientation) or tRNS (transparent colour) chunk.
+
+    Only chunk headers are read (the file is walked by seeking), so the check costs a few syscalls per chunk.
+    """
+    with open(path, "rb") as handle:
+        header = _parse_ihdr(handle.read(33))
+        if header is None or (header.bit_depth, header.colour, header.interlace) != (8, 2, 0):
+            return False
+        while True:
+            chunk = handle.read(8)
+            if len(chunk) < 8:
+                return False  # no IEND: let the checked path say what is wrong
+            length, kind = struct.unpack(">I4s", chunk)
+            if kind in (b"eXIf", b"tRNS"):
+                return False
+            if kind == b"IEND":
+                return True
+            handle.seek(length + 4, os.SEEK_CUR)
+
+
 def check_png_complete(path: Path) -> None:
     """ImageError unless the PNG's IDAT data inflates to every row the header declares.
 
@@ -44,10 +91,10 @@ def check_png_complete(path: Path) -> None:
     by chunk, and inflated at most 1 MiB at a time, so memory stays small for any image size.
     """
     with open(path, "rb") as handle:
-        head = handle.read(33)
-        if len(head) < 33 or head[12:16] != b"IHDR":
+        ihdr = _parse_ihdr(handle.read(33))
+        if ihdr is None:
             raise ImageError(f"{path} is corrupt or truncated (no PNG header)")
-        width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
+        width, height, depth, colour, interlace = ihdr
         expected = _png_expected_bytes(width, height, depth, colour, interlace)
         inflater, produced = zlib.decompressobj(), 0
         try:
