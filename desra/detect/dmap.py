@@ -21,6 +21,7 @@ import threading
 import numpy as np
 
 from desra.core.errors import ConfigError, PairMismatchError
+from desra.core.imageio import unit_float
 
 WINDOW_KINDS = ("gaussian", "box")
 
@@ -62,9 +63,9 @@ def window_1d(window: int = 11, sigma: float = 1.5, kind: str = "gaussian") -> n
     return g / g.sum()
 
 
-# An 8-bit image's value k is read as float32 k / 255, the bits desra.core.imageio.unit_float gives,
-# so an image passed as uint8 and the same image read as float make the same D.
-_UNIT_LUT = np.arange(256, dtype=np.float32) / np.float32(255.0)
+# An 8-bit image's value k is read as unit_float gives it (float32 k / 255), so an image passed as
+# uint8 and the same image read as float make the same D.
+_UNIT_LUT = unit_float(np.arange(256, dtype=np.uint8))
 _UNIT_LUT64 = _UNIT_LUT.astype(np.float64)
 
 
