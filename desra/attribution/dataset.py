@@ -168,6 +168,9 @@ def render_dataset(
     from desra.models.inference import upscale
     from desra.train.zoo_data import package_file, read_rgb
 
+    names = [m.name for m in members]
+    if len(set(names)) != len(names):  # one folder per class: a repeated name would mix two models' images
+        raise DatasetError(f"two classes share a name ({sorted({n for n in names if names.count(n) > 1})}); pass each model once")
     missing = [m.checkpoint for m in members if not Path(m.checkpoint).is_file()]
     if missing:
         raise DatasetError(f"zoo weights missing: {missing[:3]}{' ...' if len(missing) > 3 else ''}; run `desra attribute build-zoo` to train them")

@@ -115,9 +115,6 @@ def _build_zoo(args) -> int:
                 raise DesraError(f"`desra zoo train --stage {stage} --config {path}` failed; see its output above, fix and rerun build-zoo (finished models are kept)")
     members = zoo_members(configs, zoo_dir)
     members += [published_member(model) for model in published_models(args)]
-    taken = [m.name for m in members]
-    if len(set(taken)) != len(taken):
-        raise ConfigError(f"two classes share a name ({sorted({n for n in taken if taken.count(n) > 1})}); each --published model once")
     update = _bar_progress()
     manifest = render_dataset(members, root / "dataset", device=args.device, progress=lambda d, t: update("rendering SR outputs", d, t))
     published = sum(m.published for m in members)

@@ -227,6 +227,10 @@ def test_a_published_model_joins_the_classes_with_its_own_facts(tmp_path):
     scores = np.eye(2)[[0, 0]]  # both test images attributed to the zoo model
     table = accuracy_by_group(scores, test.member_index, test.members)
     assert table["published"] == {"accuracy": 0.0, "n": 1} and table["all"]["accuracy"] == 0.5
+    from desra.core.errors import DatasetError
+
+    with pytest.raises(DatasetError, match=r"two classes share a name \(\['desra-demo-x4-gan'\]\)"):
+        render_dataset([zoo, member, member], tmp_path / "twice", train_photos=TRAIN, test_photos=TEST)
 
 
 def test_build_zoo_adds_the_large_zoos_published_models_unless_told_otherwise():
