@@ -1,6 +1,6 @@
 """PNG at the byte level, where Pillow is not enough: the header, a completeness check for reads and a fast lossless writer.
 
-:func:`png_header` reads the IHDR chunk, :func:`is_plain_rgb8` says whether OpenCV may decode a file
+:func:`png_header` reads the IHDR chunk, :func:`plain_rgb8_header` says whether OpenCV may decode a file
 for the detector; :func:`check_png_complete` catches a PNG whose image data ends cleanly before its last row (Pillow
 pads such a file with black rows); :func:`encode_png_uint8` writes the pictures desra makes itself
 (overlays, masks, legends) with about 6x less CPU than Pillow's default encoder. Everything else
@@ -38,6 +38,9 @@ def _png_expected_bytes(width: int, height: int, depth: int, colour: int, interl
     )
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 class PngHeader(NamedTuple):
     """What a PNG's IHDR chunk says."""
 
@@ -62,24 +65,25 @@ def png_header(path: str | os.PathLike) -> PngHeader | None:
         return _parse_ihdr(handle.read(33))
 
 
-def is_plain_rgb8(path: str | os.PathLike) -> bool:
-    """True for an 8-bit RGB, non-interlaced PNG with no eXIf (orientation) or tRNS (transparent colour) chunk.
+def plain_rgb8_header(path: str | os.PathLike) -> PngHeader | None:
+    """The header of an 8-bit RGB, non-interlaced PNG with no eXIf (orientation) or tRNS (transparent colour) chunk, else None.
 
     Only chunk headers are read (the file is walked by seeking), so the check costs a few syscalls per chunk.
     """
     with open(path, "rb") as handle:
-        header = _parse_ihdr(handle.read(33))
+        head = handle.read(33)
+        header = _parse_ihdr(head) if head.startswith(PNG_SIGNATURE) else None
         if header is None or (header.bit_depth, header.colour, header.interlace) != (8, 2, 0):
-            return False
+            return None
         while True:
             chunk = handle.read(8)
             if len(chunk) < 8:
-                return False  # no IEND: let the checked path say what is wrong
+                return None  # no IEND: let the checked path say what is wrong
             length, kind = struct.unpack(">I4s", chunk)
             if kind in (b"eXIf", b"tRNS"):
-                return False
+                return None
             if kind == b"IEND":
-                return True
+                return header
             handle.seek(length + 4, os.SEEK_CUR)
 
 
@@ -129,7 +133,6 @@ def check_png_complete(path: Path) -> None:
         )
 
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_BAND_BYTES = 2 << 20  # filtered bytes per independently deflated band of rows
 
 
@@ -198,7 +201,7 @@ def _png_parts(array: np.ndarray, threads: int | None) -> list[bytes]:
         crc = zlib.crc32(part, crc)
     header = struct.pack(">IIBBBBB", w, h, 8, 0 if array.ndim == 2 else 2, 0, 0, 0)
     idat_head = struct.pack(">I", sum(map(len, stream))) + b"IDAT"
-    return [_PNG_SIGNATURE, _png_chunk(b"IHDR", header), idat_head, *stream, struct.pack(">I", crc), _png_chunk(b"IEND", b"")]
+    return [PNG_SIGNATURE, _png_chunk(b"IHDR", header), idat_head, *stream, struct.pack(">I", crc), _png_chunk(b"IEND", b"")]
 
 
 def encode_png_uint8(array: np.ndarray, *, threads: int | None = None) -> bytes:

@@ -240,3 +240,22 @@ def test_keep_8bit_png_with_exif_orientation_or_transparent_colour_is_read_as_pi
     np.testing.assert_array_equal(turned.rgb, np.rot90(pixels, -1))
     Image.fromarray(pixels).save(tmp_path / "trns.png", transparency=(0, 0, 0))
     np.testing.assert_array_equal(read_image(tmp_path / "trns.png", keep_8bit=True).rgb, pixels)
+
+
+def test_plain_rgb_png_is_read_without_pillow_and_still_refused_above_the_pixel_limit(small, tmp_path):
+    import subprocess
+    import sys
+
+    path = write_image(tmp_path / "plain.png", small)
+    h, w = small.shape[:2]
+    with pytest.raises(ImageTooLargeError, match=f"{w} x {h}"):
+        read_image(path, keep_8bit=True, max_pixels=h * w - 1)
+    # A file with a PNG's IHDR bytes but not its signature is Pillow's to refuse, not OpenCV's to guess at.
+    (tmp_path / "no-signature.png").write_bytes(b"\0" * 8 + path.read_bytes()[8:])
+    with pytest.raises(ImageError, match="not a readable image"):
+        read_image(tmp_path / "no-signature.png", keep_8bit=True)
+    # The detector's reads of plain RGB PNGs skip Pillow's import (25 ms of every `desra detect`).
+    probe = (f"import sys; from desra.core.imageio import read_image; d = read_image({str(path)!r}, keep_8bit=True); "
+             "print(d.rgb.dtype, d.rgb.shape, 'PIL' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["uint8", f"({h},", f"{w},", "3)", "False"]
