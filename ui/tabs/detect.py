@@ -156,16 +156,16 @@ def _detect(
     # a run in which every file fails is an error.
     failures: list[tuple[str, DesraError]] = []
     images = []
+    progress((0, len(paths)), desc="loading models")
+    models = pair_models(pair, mse_file, gan_file)  # a bad pair fails every image: one error
     progress((0, len(paths)), desc="reading images")
     for path in paths:
         try:
-            images.append((path, _read(path)))
+            images.append((path, _read(path, models.scale)))
         except DesraError as error:
             failures.append((path.name, error))
     if not images:
         raise _all_failed(failures)
-    progress((0, len(paths)), desc="loading models")
-    models = pair_models(pair, mse_file, gan_file)  # a bad pair fails every image: one error
     semantics = resolve_semantics(segmenter_spec, class_weights=models.class_weights)
     run_dir = ctx.detections_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     results = []
@@ -205,12 +205,16 @@ def _all_failed(failures: list[tuple[str, Exception]]) -> Exception:
     return kind(f"all {len(failures)} image(s) failed: {listed}")
 
 
-def _read(path: Path):
-    """The upload's pixels; errors name the uploaded file, not Gradio's cache path."""
+def _read(path: Path, scale: int):
+    """The upload's pixels, once its header shows that x``scale`` stays within the output limit (an upload
+    refused for its output size is never decoded); errors name the uploaded file, not Gradio's cache path."""
     from desra.core.errors import ImageError
-    from desra.core.imageio import read_image
+    from desra.core.imageio import image_size, read_image
+    from desra.models.inference import check_output_size
 
     try:
+        width, height = image_size(path)
+        check_output_size(height, width, scale, what=path.name)
         return read_image(path).rgb
     except ImageError as error:
         raise type(error)(str(error).replace(str(path), path.name)) from error
