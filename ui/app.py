@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from ui.context import AppContext
@@ -62,6 +63,53 @@ def build_app(workspace: Path) -> "gr.Blocks":  # noqa: F821 - gradio is importe
     return app
 
 
+class LoginPageWithoutApiInfo:
+    """ASGI middleware: Gradio's login page, served to anyone, carries no description of the API.
+
+    Gradio 6 embeds ``window.gradio_api_info`` (every named endpoint, its parameters and choices such as
+    the model-pair list) in the index page it serves without credentials, while ``/gradio_api/info``
+    itself answers 401. On a page whose embedded config says ``auth_required`` (the login form, which
+    needs no API description), that script is emptied; every other response passes through untouched.
+    """
+
+    _API_INFO = re.compile(rb"<script>window\.gradio_api_info = .*?;</script>", re.DOTALL)
+    _LOGIN_CONFIG = re.compile(rb'"auth_required"\s*:\s*true')
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET":  # a HEAD answer has no body to leak
+            await self.app(scope, receive, send)
+            return
+        start: dict | None = None
+        chunks: list[bytes] = []
+
+        async def hold_html(message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers", []))
+                if headers.get(b"content-type", b"").startswith(b"text/html"):
+                    start = message  # held until the body is complete
+                else:
+                    await send(message)
+                return
+            if start is None:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body = b"".join(chunks)
+            if self._LOGIN_CONFIG.search(body):
+                body = self._API_INFO.sub(b"<script>window.gradio_api_info = null;</script>", body, count=1)
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, hold_html)
+
+
 def serve(workspace: Path, *, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None) -> None:
     """Build the dashboard and serve it until interrupted; only ``workspace`` (and Gradio's cache inside it) is served."""
     workspace = Path(workspace).expanduser().resolve()
@@ -70,11 +118,18 @@ def serve(workspace: Path, *, host: str = "127.0.0.1", port: int = 7860, auth: t
     # make no calls home (the machines this runs on are often offline).
     os.environ.setdefault("GRADIO_TEMP_DIR", str(workspace / ".gradio-cache"))
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from gradio.routes import App
+
     from ui.common import BANNER_CSS
 
     app = build_app(workspace)
     app.queue(default_concurrency_limit=HEAVY_CONCURRENCY, max_size=QUEUE_SIZE)
+    # The server app is made here, not by launch, so the middleware is in place before it starts
+    # (Starlette refuses middleware on a running app); Gradio adds its own routes and middleware to it.
+    server_app = App()
+    server_app.add_middleware(LoginPageWithoutApiInfo)
     app.launch(
+        _app=server_app,
         server_name=host,
         server_port=port,
         auth=auth,
