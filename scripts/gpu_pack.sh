@@ -42,15 +42,16 @@ tree=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | xarg
 limit=$((64 * 1024 * 1024))
 status=0
 for part in a b c; do
-  total=$(( tree + $(du -sb "$G/base" | cut -f1) + $(du -sb "$G/$part" | cut -f1) ))
+  total=$(( tree + $(du -sb "$G/base" | cut -f1) + $(du -sb "$G/$part" | cut -f1) + $( [ -d runs/gpu ] && du -sb runs/gpu | cut -f1 || echo 0) ))
   verdict=ok; [ "$total" -le "$limit" ] || { verdict="OVER the 64 MiB a call may carry"; status=1; }
   printf 'call %s: %5.1f MiB (working tree %.1f MiB) %s\n' "$part" "$(echo "$total / 1048576" | bc -l)" "$(echo "$tree / 1048576" | bc -l)" "$verdict"
 done
 cat <<'EOF'
 Device calls, one after another while the machine is warm (docs/scale.md, "One GPU lease"):
-  run(command="bash scripts/gpu_session.sh a", carry=[".gpu/base", ".gpu/a"], timeout_s=600)
-  run(command="bash scripts/gpu_session.sh b", carry=[".gpu/base", ".gpu/b"], timeout_s=600)
-  run(command="bash scripts/gpu_session.sh c", carry=[".gpu/base", ".gpu/c"], timeout_s=420)
+  run(command="bash scripts/gpu_session.sh a", carry=[".gpu/base", ".gpu/a", "runs/gpu"], timeout_s=450)
+  run(command="bash scripts/gpu_session.sh b", carry=[".gpu/base", ".gpu/b", "runs/gpu"], timeout_s=280)
+  run(command="bash scripts/gpu_session.sh c", carry=[".gpu/base", ".gpu/c", "runs/gpu"], timeout_s=220)
 then here:  scripts/gpu_session.sh merge FILES_AT_OF_A FILES_AT_OF_B FILES_AT_OF_C
+(runs/gpu holds the rows and suite of earlier leases, if any: the parts resume from them)
 EOF
 exit $status

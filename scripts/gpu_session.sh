@@ -6,10 +6,12 @@
 #      L1 parent, one process per model;
 #   b  RealSR DF2K's rows, beside the RealESRGAN_x4plus repair-length runs (scripts/repair_length.sh);
 #   c  RealSR DF2K_JPEG's rows.
-# Each part stops its work BUDGET seconds (default 560) after it starts, so the call returns inside its
-# limit with every finished row: rows are resumable, and a later lease carries on from the merged files.
-# Back here:  scripts/gpu_session.sh merge DIR...  (the files_at folders of the calls) puts the rows and
-# the suite in runs/gpu/ and prints the published models' cross-check, reusing every row.
+# Each part stops its work BUDGET seconds after it starts (a 400, b 230, c 170: with a machine's start, about
+# the 15 minutes of a lease), so a call returns inside its limit with every finished row. Rows are resumable:
+# carry runs/gpu too, and each part first copies the rows an earlier lease left there (and skips the suite
+# if its JSON is there), so a later lease carries on where this one stopped.
+# Back here:  scripts/gpu_session.sh merge DIR...  (the files_at folders of the calls, oldest first) puts the
+# rows and the suite in runs/gpu/ and prints the published models' cross-check, reusing every row.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 part=${1:?usage: $0 a|b|c (on the GPU machine) or $0 merge DIR... (here)}
@@ -21,11 +23,9 @@ PUBLISHED=("${PUBLISHED_A[@]}" RealSR-DF2K-x4 RealSR-DF2K_JPEG-x4)
 if [ "$part" = merge ]; then
   desra=${DESRA:-.venv/bin/desra}
   mkdir -p runs/gpu
-  : > runs/gpu/published.rows.jsonl
-  for dir in "$@"; do
-    cat "$dir"/rows-*.jsonl >> runs/gpu/published.rows.jsonl 2>/dev/null
-    cp "$dir"/gpu-suite.json "$dir"/repair-length.md "$dir"/log-*.txt runs/gpu/ 2>/dev/null
-  done
+  # A later call's rows file of a model holds the earlier rows too (each part starts from the carried ones).
+  for dir in "$@"; do cp "$dir"/rows-*.jsonl "$dir"/gpu-suite.json "$dir"/repair-length.md "$dir"/log-*.txt runs/gpu/ 2>/dev/null; done
+  cat runs/gpu/rows-*.jsonl > runs/gpu/published.rows.jsonl
   models=()
   for name in "${PUBLISHED[@]}"; do
     case $name in RealSR-*) models+=("${DESRA_HOME:-$HOME/.cache/desra}/models/$name.safetensors") ;; *) models+=("$name") ;; esac
@@ -39,7 +39,7 @@ fi
 
 OUT=${OUT:?the device tool sets OUT; for a dry run here: OUT=/tmp/gpu-out $0 $part}
 start=$(date +%s)
-budget=${BUDGET:-560}
+case $part in a) budget=${BUDGET:-400} ;; b) budget=${BUDGET:-230} ;; *) budget=${BUDGET:-170} ;; esac
 left() { echo $(( budget - ($(date +%s) - start) )); }
 log=$OUT/log-$part.txt
 # (a bare `wait` would also wait for this tee, which waits for the script: every wait names its jobs)
@@ -59,6 +59,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 rows() {
   local secs; secs=$(left)
   [ "$secs" -gt 30 ] || { echo "no time left for $2"; return; }
+  [ -f "runs/gpu/rows-$2.jsonl" ] && [ ! -f "$OUT/rows-$2.jsonl" ] && cp "runs/gpu/rows-$2.jsonl" "$OUT/"   # an earlier lease's
   timeout "$((secs - 10))" "$py" -m desra fingerprint crosscheck "$1" --device "$device" --iterations "$iterations" \
     --finetune-iterations "$finetune" --rows "$OUT/rows-$2.jsonl" > /dev/null 2> "/tmp/rows-$2.err"
   local code=$?  # 3: a verdict failed, which is a finding; 124: out of time
@@ -68,8 +69,13 @@ rows() {
 
 case $part in
   a)
-    timeout "$(( $(left) / 2 ))" "$py" -m desra bench --suite gpu --device "$device" ${QUICK:+--quick} --json "$OUT/gpu-suite.json"
-    echo "suite: exit $? after $(( $(date +%s) - start ))s"
+    complete='import json, sys; d = json.load(open(sys.argv[1])); sys.exit(not (d["environment"]["device"].startswith("cuda") and d["benchmarks"] and not d["skipped"] and not d["failed"]))'
+    if [ -z "${SUITE:-}" ] && [ -f runs/gpu/gpu-suite.json ] && "$py" -c "$complete" runs/gpu/gpu-suite.json; then
+      echo "suite: a complete CUDA run came along in runs/gpu/gpu-suite.json, skipped (SUITE=1 runs it again)"
+    else
+      timeout "$(( $(left) * 2 / 5 ))" "$py" -m desra bench --suite gpu --device "$device" ${QUICK:+--quick} --json "$OUT/gpu-suite.json"
+      echo "suite: exit $? after $(( $(date +%s) - start ))s"
+    fi
     # ncnn -> safetensors (exact), before the processes start; the derived parent is rebuilt from its delta on use
     for name in "${PUBLISHED_A[@]:0:3}"; do desra models pull "$name" 2>&1 | tail -n 1; done
     row_jobs=()
