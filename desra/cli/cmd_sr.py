@@ -29,9 +29,9 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from desra.core.errors import ImageError
-    from desra.core.imageio import image_size, read_image, write_imagedata
+    from desra.core.imageio import write_imagedata
     from desra.models.checkpoint import load_model
-    from desra.models.inference import check_output_size, upscale_folder, upscale_image
+    from desra.models.inference import read_for_upscale, upscale_folder, upscale_image
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     source, target = Path(args.input), Path(args.output)
@@ -58,9 +58,7 @@ def run(args) -> int:
         return 0
     if target.is_dir() or not target.suffix:  # an output folder (existing, or named without an extension)
         target = target / source.name
-    width, height = image_size(source)  # header only: an output too large is refused before decoding
-    check_output_size(height, width, d.scale, what=str(source))
-    image = read_image(source)
+    image = read_for_upscale(source, d.scale)  # an output too large is refused from the header, before decoding
     with tqdm(desc="tiles", unit="tile", disable=args.tile is None) as bar:
 
         def tile_progress(done: int, total: int) -> None:

@@ -177,6 +177,17 @@ def check_output_size(height: int, width: int, scale: int, *, what: str = "the i
         )
 
 
+def read_for_upscale(path: str | os.PathLike, scale: int, *, max_pixels: int | None = None, what: str | None = None) -> ImageData:
+    """Read the image file at ``path`` to upscale by ``scale``: its header is checked against the output limit
+    (:func:`check_output_size`, naming it ``what``, default the path) before anything is decoded."""
+    from desra.core.imageio import image_size, read_image
+
+    read_kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
+    width, height = image_size(path, **read_kwargs)
+    check_output_size(height, width, scale, what=str(path) if what is None else what)
+    return read_image(path, **read_kwargs)
+
+
 def _check_inputs(model: SRModel, image: np.ndarray, tile: int | None, overlap: int, device: str) -> None:
     import torch
 
@@ -342,13 +353,9 @@ def upscale_folder(
     if not files and not failed:
         raise ImageError(f"no images found in {input_dir} (looked for {', '.join(imageio.IMAGE_EXTENSIONS)})")
     written: list[Path] = []
-    read_kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
     for index, source in enumerate(files, start=1):
         try:
-            # The header alone says whether the output fits: an oversized image is refused before it is decoded.
-            width, height = imageio.image_size(source, **read_kwargs)
-            check_output_size(height, width, model.descriptor.scale, what=str(source))
-            image = imageio.read_image(source, **read_kwargs)
+            image = read_for_upscale(source, model.descriptor.scale, max_pixels=max_pixels)
             result = upscale_image(model, image, on_event=on_event, **kwargs)
             target = output_dir / source.name
             imageio.write_imagedata(target, result)

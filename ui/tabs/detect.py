@@ -209,13 +209,10 @@ def _read(path: Path, scale: int):
     """The upload's pixels, once its header shows that x``scale`` stays within the output limit (an upload
     refused for its output size is never decoded); errors name the uploaded file, not Gradio's cache path."""
     from desra.core.errors import ImageError
-    from desra.core.imageio import image_size, read_image
-    from desra.models.inference import check_output_size
+    from desra.models.inference import read_for_upscale
 
     try:
-        width, height = image_size(path)
-        check_output_size(height, width, scale, what=path.name)
-        return read_image(path).rgb
+        return read_for_upscale(path, scale, what=path.name).rgb
     except ImageError as error:
         raise type(error)(str(error).replace(str(path), path.name)) from error
 
